@@ -1,0 +1,1 @@
+//! Link sessions (being written).

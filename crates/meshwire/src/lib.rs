@@ -1,0 +1,1 @@
+//! meshwire (being written).
