@@ -139,11 +139,9 @@ pub(crate) fn decode_body(mut body: Bytes, limits: &Limits) -> Result<Frame, Dec
                 max_version: r.u16("max_version")?,
                 node: r.node_id()?,
                 role: r.role()?,
-                epoch: r.u64("epoch")?,
                 session: r.opt_subject("session")?,
                 listen: r.opt_subject("listen")?,
                 max_frame: r.u32("max_frame")?,
-                lanes: [r.lane_resume()?, r.lane_resume()?],
             })
         }
         ty::WELCOME => {
@@ -152,13 +150,12 @@ pub(crate) fn decode_body(mut body: Bytes, limits: &Limits) -> Result<Frame, Dec
                 version: r.u16("version")?,
                 node: r.node_id()?,
                 role: r.role()?,
-                epoch: r.u64("epoch")?,
-                resumed: r.bool("resumed")?,
                 listen: r.opt_subject("listen")?,
                 max_frame: r.u32("max_frame")?,
-                lanes: [r.lane_resume()?, r.lane_resume()?],
+                resume: r.resume()?,
             })
         }
+        ty::RESUME => Frame::Resume(r.resume()?),
         ty::DATA_ORDERED | ty::DATA_UNORDERED => {
             let lane = if t == ty::DATA_ORDERED {
                 Lane::Ordered
@@ -269,6 +266,12 @@ impl Reader<'_> {
         Ok(LaneResume {
             recv_next,
             send_base,
+        })
+    }
+    fn resume(&mut self) -> Result<Resume, DecodeError> {
+        Ok(Resume {
+            epoch: self.u64("epoch")?,
+            lanes: [self.lane_resume()?, self.lane_resume()?],
         })
     }
     fn lane_ack(&mut self) -> Result<LaneAck, DecodeError> {
@@ -409,14 +412,9 @@ impl Frame {
                 dst.put_u16(h.max_version);
                 dst.put_slice(&h.node.0);
                 dst.put_u8(h.role as u8);
-                dst.put_u64(h.epoch);
                 put_opt_subject(dst, h.session.as_ref());
                 put_opt_subject(dst, h.listen.as_ref());
                 dst.put_u32(h.max_frame);
-                for l in &h.lanes {
-                    dst.put_u64(l.recv_next);
-                    dst.put_u64(l.send_base);
-                }
             }
             Frame::Welcome(w) => {
                 dst.put_u8(ty::WELCOME);
@@ -424,28 +422,19 @@ impl Frame {
                 dst.put_u16(w.version);
                 dst.put_slice(&w.node.0);
                 dst.put_u8(w.role as u8);
-                dst.put_u64(w.epoch);
-                dst.put_u8(u8::from(w.resumed));
                 put_opt_subject(dst, w.listen.as_ref());
                 dst.put_u32(w.max_frame);
-                for l in &w.lanes {
-                    dst.put_u64(l.recv_next);
-                    dst.put_u64(l.send_base);
-                }
+                put_resume(dst, &w.resume);
+            }
+            Frame::Resume(r) => {
+                dst.put_u8(ty::RESUME);
+                put_resume(dst, r);
             }
             Frame::Data(d) => {
-                match d.lane {
-                    Some(Lane::Ordered) => {
-                        dst.put_u8(ty::DATA_ORDERED);
-                        dst.put_u64(d.seq);
-                    }
-                    Some(Lane::Unordered) => {
-                        dst.put_u8(ty::DATA_UNORDERED);
-                        dst.put_u64(d.seq);
-                    }
-                    None => dst.put_u8(ty::DATA_BEST_EFFORT),
-                }
-                put_message(dst, &d.msg);
+                // Header written by encode_data; undo ours.
+                dst.truncate(start);
+                encode_data(dst, d.lane, d.seq, &d.msg);
+                return;
             }
             Frame::Ack(a) => {
                 dst.put_u8(ty::ACK);
@@ -494,6 +483,35 @@ impl Frame {
         let mut b = BytesMut::new();
         self.encode(&mut b);
         b.freeze()
+    }
+}
+
+/// Appends a `Data` frame built from borrowed parts, so an outbox can
+/// (re)transmit a message without cloning it.
+pub fn encode_data(dst: &mut BytesMut, lane: Option<Lane>, seq: u64, msg: &Message) {
+    let start = dst.len();
+    dst.put_u32(0);
+    match lane {
+        Some(Lane::Ordered) => {
+            dst.put_u8(ty::DATA_ORDERED);
+            dst.put_u64(seq);
+        }
+        Some(Lane::Unordered) => {
+            dst.put_u8(ty::DATA_UNORDERED);
+            dst.put_u64(seq);
+        }
+        None => dst.put_u8(ty::DATA_BEST_EFFORT),
+    }
+    put_message(dst, msg);
+    let len = (dst.len() - start - 4) as u32;
+    dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_resume(dst: &mut BytesMut, r: &Resume) {
+    dst.put_u64(r.epoch);
+    for l in &r.lanes {
+        dst.put_u64(l.recv_next);
+        dst.put_u64(l.send_base);
     }
 }
 

@@ -52,7 +52,8 @@ pub struct LaneResume {
     pub send_base: u64,
 }
 
-/// First frame on a link, from the side that dialled.
+/// First frame on a link, from the side that dialled: who it is. Session
+/// state follows only once the dialler knows who answered (see [`Resume`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// Oldest protocol version the dialler speaks.
@@ -63,21 +64,17 @@ pub struct Hello {
     pub node: NodeId,
     /// Client or router.
     pub role: Role,
-    /// Random per process start: a changed epoch means the sender's
-    /// sequence numbers started over.
-    pub epoch: u64,
     /// A persistent session name, kept by the router while the client is
-    /// away; `None` for a session tied to this node id.
+    /// away; `None` for a session tied to the node id.
     pub session: Option<Subject>,
     /// The address other routers should dial to reach the dialler (routers).
     pub listen: Option<Subject>,
     /// The largest frame the dialler accepts.
     pub max_frame: u32,
-    /// Per-lane resume state (see [`LaneResume`]).
-    pub lanes: [LaneResume; 2],
 }
 
-/// The accepting side's answer to a [`Hello`].
+/// The acceptor's answer to a [`Hello`]: who it is, and where its session
+/// with the dialler stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     /// The version both will speak.
@@ -86,15 +83,22 @@ pub struct Welcome {
     pub node: NodeId,
     /// Client or router.
     pub role: Role,
-    /// The acceptor's epoch (see [`Hello::epoch`]).
-    pub epoch: u64,
-    /// True when the acceptor still held the session and resumes it.
-    pub resumed: bool,
     /// The address other routers should dial to reach the acceptor.
     pub listen: Option<Subject>,
     /// The largest frame the acceptor accepts.
     pub max_frame: u32,
-    /// Per-lane resume state.
+    /// The acceptor's session state (see [`Resume`]).
+    pub resume: Resume,
+}
+
+/// Where one side's session stands; the dialler sends it after `Welcome`,
+/// the acceptor inside `Welcome`. After both, the link is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Random per session object: a changed epoch means the sender lost
+    /// its state and its sequence numbers started over.
+    pub epoch: u64,
+    /// Per-lane state (see [`LaneResume`]), indexed by [`Lane::index`].
     pub lanes: [LaneResume; 2],
 }
 
@@ -287,6 +291,8 @@ pub enum Frame {
     Hello(Hello),
     /// Answers `Hello` (acceptor).
     Welcome(Welcome),
+    /// Completes the handshake (dialler).
+    Resume(Resume),
     /// An application message.
     Data(Data),
     /// Acknowledgements and credit.
@@ -303,6 +309,7 @@ pub enum Frame {
 pub(crate) mod ty {
     pub(crate) const HELLO: u8 = 0x01;
     pub(crate) const WELCOME: u8 = 0x02;
+    pub(crate) const RESUME: u8 = 0x03;
     pub(crate) const DATA_ORDERED: u8 = 0x10;
     pub(crate) const DATA_UNORDERED: u8 = 0x11;
     pub(crate) const DATA_BEST_EFFORT: u8 = 0x12;

@@ -14,10 +14,10 @@ mod codec;
 mod frame;
 mod id;
 
-pub use codec::{DecodeError, Decoder, Limits, HEADER_LEN};
+pub use codec::{encode_data, DecodeError, Decoder, Limits, HEADER_LEN};
 pub use frame::{
-    Ack, Close, CloseCode, Data, Frame, Hello, Lane, LaneAck, LaneResume, Message, Role, Sack,
-    Welcome, MAX_SACK_RANGES,
+    Ack, Close, CloseCode, Data, Frame, Hello, Lane, LaneAck, LaneResume, Message, Resume, Role,
+    Sack, Welcome, MAX_SACK_RANGES,
 };
 pub use id::{NodeId, ParseNodeIdError, Subject, SubjectError};
 
