@@ -1,1 +1,68 @@
-//! meshwire (being written).
+//! # meshwire — nodes that talk to each other
+//!
+//! Reliable pub/sub and request/reply between the processes of a
+//! distributed system, embedded: no broker to install. Every process runs a
+//! [`Node`]; nodes that listen are routers and form a full mesh, the others
+//! attach to a router.
+//!
+//! ```text
+//!  client ──┐                       ┌── client
+//!  client ──┤ router ◄──────► router ├── client      at most one router-to-router hop
+//!           └──────► router ◄──────┘
+//! ```
+//!
+//! Delivery, per publish: **reliable** (the default: survives any link
+//! failure — the session resumes and nothing is lost or duplicated),
+//! **best effort** (at most once), each **ordered** (default) or
+//! **unordered**. `publish(..).await` resolves when the first router owns
+//! the message.
+//!
+//! ```no_run
+//! # async fn demo() -> meshwire::Result<()> {
+//! use meshwire::Node;
+//! let a = Node::builder().listen("127.0.0.1:0").start().await?;
+//! let b = Node::builder().listen("127.0.0.1:0").peer(a.listen_addr().unwrap()).start().await?;
+//! let mut workers = a.subscribe("jobs.>").group("workers").await?;
+//! b.publish("jobs.resize", "img-42").await?;
+//! let job = workers.recv().await.unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! ## Modules
+//! | part | what |
+//! |---|---|
+//! | [`Node`], [`NodeBuilder`] | start a router or client, publish, subscribe, request |
+//! | [`Subscription`], [`Message`] | what you receive |
+//! | [`NodeConfig`] | every limit and timer, with defaults |
+//! | `engine` (private) | the one task per node that owns sessions and routing |
+//! | `link`, `transport` (private) | socket I/O: TCP and in-memory |
+//!
+//! The protocol itself (frames, sessions, routing tables) lives in the
+//! sans-IO crate [`meshwire_proto`], re-exported as [`proto`].
+//!
+//! ## Metrics
+//! Counters and gauges go through the [`metrics`] facade (install any
+//! recorder): `meshwire_messages_published_total`,
+//! `meshwire_messages_delivered_total`, `meshwire_messages_forwarded_total`,
+//! `meshwire_messages_unmatched_total`, `meshwire_messages_lost_total`,
+//! `meshwire_best_effort_dropped_total`, `meshwire_links_up`,
+//! `meshwire_links_opened_total`, `meshwire_links_refused_total`,
+//! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
+//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`.
+
+mod config;
+mod engine;
+mod error;
+mod identity;
+mod link;
+mod node;
+mod pubsub;
+mod transport;
+
+pub use config::NodeConfig;
+pub use engine::{PeerStatus, Status};
+pub use error::{Error, Result};
+pub use meshwire_proto as proto;
+pub use meshwire_proto::wire::NodeId;
+pub use node::{Node, NodeBuilder, Publish, Request, Subscribe};
+pub use pubsub::{Message, Subscription};

@@ -203,6 +203,11 @@ pub struct Session {
     pongs: Vec<u64>,
     ping_nonce: u64,
     ping_due: bool,
+    /// While a lane waits for credit: when to ping the peer, whose answer
+    /// carries a fresh `Ack`. Without it a lost credit update (after the
+    /// peer unfreezes) stalls the lane for good: nothing is outstanding, so
+    /// no retransmission would ever make the peer repeat it.
+    credit_probe_at: Option<Instant>,
     last_send: Instant,
     last_recv: Instant,
     down_since: Option<Instant>,
@@ -234,6 +239,7 @@ impl Session {
             pongs: Vec::new(),
             ping_nonce: 0,
             ping_due: false,
+            credit_probe_at: None,
             last_send: now,
             last_recv: now,
             down_since: Some(now),
@@ -272,6 +278,13 @@ impl Session {
         }
     }
 
+    /// Per lane, the sequence number the next message will get; everything
+    /// sent so far is acknowledged once `resume_state()[lane].send_base`
+    /// reaches it.
+    pub fn next_seqs(&self) -> [u64; 2] {
+        Lane::ALL.map(|l| self.send[l.index()].next_seq)
+    }
+
     /// True while a link is up.
     pub fn is_up(&self) -> bool {
         self.up
@@ -305,6 +318,7 @@ impl Session {
         self.best_effort.clear();
         self.pongs.clear();
         self.ping_due = false;
+        self.credit_probe_at = None;
         self.close = None;
         for lane in Lane::ALL {
             let i = lane.index();
@@ -422,7 +436,12 @@ impl Session {
                 msg,
             }) => self.on_data(now, lane, seq, msg),
             Frame::Ack(ack) => self.on_ack(now, ack)?,
-            Frame::Ping(n) => self.pongs.push(n),
+            Frame::Ping(n) => {
+                self.pongs.push(n);
+                // The pong carries our ack and credit: a peer pings to ask
+                // for them when it waits for credit.
+                self.ack_now = true;
+            }
             Frame::Pong(_) => {}
             Frame::Close(c) => {
                 self.events.push_back(Event::LinkDown {
@@ -523,14 +542,14 @@ impl Session {
             return;
         }
         if now.saturating_duration_since(self.last_recv) >= self.config.idle_timeout {
-            self.events.push_back(Event::LinkDown {
-                code: CloseCode::IdleTimeout,
-                reason: format!(
-                    "nothing received for {} ms",
-                    self.config.idle_timeout.as_millis()
-                ),
-            });
-            self.close(CloseCode::IdleTimeout, "idle timeout");
+            // The next poll_transmit writes the Close, takes the link down
+            // and reports `LinkDown` (once: reporting it here as well made
+            // the driver see two).
+            let reason = format!(
+                "nothing received for {} ms",
+                self.config.idle_timeout.as_millis()
+            );
+            self.close(CloseCode::IdleTimeout, reason);
             return;
         }
         if self.ack_deadline.is_some_and(|d| now >= d) {
@@ -538,6 +557,11 @@ impl Session {
         }
         if now.saturating_duration_since(self.last_send) >= self.config.heartbeat_interval {
             self.ping_due = true;
+        }
+        if self.credit_probe_at.is_some_and(|t| now >= t) {
+            // Re-armed by poll_transmit while the wait goes on.
+            self.credit_probe_at = None;
+            self.ping_due |= self.send.iter().any(|s| s.credit_blocked());
         }
         for s in &mut self.send {
             if s.rto_due(now, self.rto) {
@@ -556,6 +580,9 @@ impl Session {
         let mut t = self.last_recv + self.config.idle_timeout;
         t = t.min(self.last_send + self.config.heartbeat_interval);
         if let Some(d) = self.ack_deadline {
+            t = t.min(d);
+        }
+        if let Some(d) = self.credit_probe_at {
             t = t.min(d);
         }
         for s in &self.send {
@@ -624,6 +651,11 @@ impl Session {
             let (n, retx) = s.transmit(lane, now, buf, start + budget);
             frames += n;
             self.stats.retransmitted += retx;
+        }
+        if self.send.iter().any(|s| s.credit_blocked()) {
+            self.credit_probe_at.get_or_insert(now + self.rto);
+        } else {
+            self.credit_probe_at = None;
         }
         if let Some(close) = self.close.take() {
             Frame::Close(close.clone()).encode(buf);

@@ -20,7 +20,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_frame: 1024 * 1024 + 4096,
+            // 1 MiB of payload plus room for subjects and headers.
+            max_frame: 1024 * 1024 + 64 * 1024,
             max_subject: Subject::DEFAULT_MAX_LEN as u16,
         }
     }

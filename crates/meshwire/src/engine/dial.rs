@@ -1,0 +1,236 @@
+//! Making connections: the accept loop, dialers for router peers, and a
+//! client's link to its router. Each runs as a small task and hands new
+//! connections to the engine; reconnects back off exponentially with jitter.
+
+use super::Engine;
+use crate::config::NodeConfig;
+use crate::link::{self, LinkInput};
+use crate::transport::{self, Addr, Listener};
+use meshwire_proto::wire::Limits;
+use rand::Rng;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Addresses of routers we currently have a live link with; dialers skip
+/// them (the link may have been dialled from the other end).
+pub(crate) type Linked = Arc<Mutex<HashSet<String>>>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that lived this long resets the back-off.
+const STABLE: Duration = Duration::from_secs(5);
+/// A dialer for a router learned by gossip gives up after this many
+/// consecutive failures (a seed peer is retried forever).
+const LEARNED_MAX_FAILURES: u32 = 40;
+
+pub(crate) async fn accept_loop(
+    mut listener: Listener,
+    mut stop: oneshot::Receiver<()>,
+    ids: Arc<AtomicU64>,
+    limits: Limits,
+    to_engine: mpsc::Sender<LinkInput>,
+) {
+    loop {
+        let stream = tokio::select! {
+            s = listener.accept() => s,
+            _ = &mut stop => return,
+        };
+        match stream {
+            Ok(stream) => {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                if link::start(id, stream, limits, to_engine.clone(), None)
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if to_engine.is_closed() {
+            return;
+        }
+    }
+}
+
+fn backoff_step(cur: Duration, cfg: &NodeConfig) -> Duration {
+    (cur * 2).clamp(cfg.reconnect_min, cfg.reconnect_max)
+}
+
+fn jittered(d: Duration) -> Duration {
+    // Full jitter in [d/2, d): peers that lost a link together do not
+    // all come back in the same instant.
+    let ms = d.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..ms))
+}
+
+impl Engine {
+    /// Starts dialling a router at `addr` unless a dialer already exists.
+    pub(crate) fn start_dialer(&mut self, addr: Addr, seed: bool) {
+        let key = match &addr {
+            Addr::Tcp(s) => s.clone(),
+            Addr::Mem(n) => format!("mem:{n}"),
+        };
+        if !self.dialing.insert(key.clone()) {
+            return;
+        }
+        tracing::debug!(%key, seed, "dialling router");
+        tokio::spawn(dial_loop(
+            addr,
+            key,
+            seed,
+            self.cfg.clone(),
+            self.conn_ids.clone(),
+            self.link_tx.clone(),
+            self.linked.clone(),
+        ));
+    }
+
+    /// Recomputes which router addresses have a live link.
+    pub(crate) fn refresh_linked(&self) {
+        let mut set = self.linked.lock().unwrap_or_else(|e| e.into_inner());
+        set.clear();
+        for p in self.peers.values() {
+            if p.session.is_up() {
+                if let Some(l) = &p.listen {
+                    set.insert(l.as_str().to_owned());
+                }
+                if let Some(a) = &p.dial_addr {
+                    set.insert(a.clone());
+                }
+            }
+        }
+    }
+}
+
+async fn dial_loop(
+    addr: Addr,
+    key: String,
+    seed: bool,
+    cfg: Arc<NodeConfig>,
+    ids: Arc<AtomicU64>,
+    to_engine: mpsc::Sender<LinkInput>,
+    linked: Linked,
+) {
+    let mut backoff = cfg.reconnect_min;
+    let mut failures = 0u32;
+    loop {
+        if to_engine.is_closed() {
+            return;
+        }
+        let already = linked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key);
+        if already {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(&addr)).await {
+            Ok(Ok(stream)) => {
+                let started = Instant::now();
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let Some(closed) =
+                    link::start(id, stream, cfg.limits, to_engine.clone(), Some(key.clone())).await
+                else {
+                    return;
+                };
+                let _ = closed.await;
+                if started.elapsed() >= STABLE {
+                    backoff = cfg.reconnect_min;
+                    failures = 0;
+                } else {
+                    backoff = backoff_step(backoff, &cfg);
+                }
+            }
+            Ok(Err(e)) => {
+                failures += 1;
+                tracing::debug!(%key, error = %e, failures, "dial failed");
+                backoff = backoff_step(backoff, &cfg);
+            }
+            Err(_) => {
+                failures += 1;
+                tracing::debug!(%key, failures, "dial timed out");
+                backoff = backoff_step(backoff, &cfg);
+            }
+        }
+        if !seed && failures >= LEARNED_MAX_FAILURES {
+            tracing::info!(%key, "giving up on a router learned by gossip");
+            let _ = to_engine.send(LinkInput::DialerStopped { addr: key }).await;
+            return;
+        }
+        tokio::time::sleep(jittered(backoff)).await;
+    }
+}
+
+/// A client's link to a router: stays with the current router while it
+/// answers (so the session resumes), moves to the next known router after
+/// repeated failures.
+pub(crate) async fn upstream_loop(
+    addrs: watch::Receiver<Vec<String>>,
+    cfg: Arc<NodeConfig>,
+    ids: Arc<AtomicU64>,
+    to_engine: mpsc::Sender<LinkInput>,
+) {
+    let mut backoff = cfg.reconnect_min;
+    let mut cur = 0usize;
+    let mut failures_here = 0u32;
+    loop {
+        if to_engine.is_closed() {
+            return;
+        }
+        let list = addrs.borrow().clone();
+        if list.is_empty() {
+            return;
+        }
+        let key = list[cur % list.len()].clone();
+        let addr = match Addr::parse(&key) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping router address");
+                cur += 1;
+                continue;
+            }
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(&addr)).await {
+            Ok(Ok(stream)) => {
+                let started = Instant::now();
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                let Some(closed) =
+                    link::start(id, stream, cfg.limits, to_engine.clone(), Some(key.clone())).await
+                else {
+                    return;
+                };
+                let _ = closed.await;
+                if started.elapsed() >= STABLE {
+                    backoff = cfg.reconnect_min;
+                    failures_here = 0;
+                } else {
+                    backoff = backoff_step(backoff, &cfg);
+                    failures_here += 1;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(router = %key, error = %e, "connect failed");
+                failures_here += 1;
+                backoff = backoff_step(backoff, &cfg);
+            }
+            Err(_) => {
+                tracing::debug!(router = %key, "connect timed out");
+                failures_here += 1;
+                backoff = backoff_step(backoff, &cfg);
+            }
+        }
+        if failures_here >= 3 && list.len() > 1 {
+            cur += 1;
+            failures_here = 0;
+        }
+        tokio::time::sleep(jittered(backoff)).await;
+    }
+}

@@ -1,0 +1,482 @@
+//! Connection phases: the three-message handshake, duplicate links,
+//! frames after it, and connections that end.
+//!
+//! ```text
+//! dialler                         acceptor
+//!   ── Hello {id, role, versions} ──►   looks up (or plans) its session
+//!   ◄── Welcome {id, version, Resume} ──
+//!   link up with the acceptor's Resume
+//!   ── Resume {epoch, lanes} ──────►   link up with the dialler's Resume
+//! ```
+//!
+//! The dialler's session state is sent only after it knows who answered:
+//! a seed address says nothing about the node behind it.
+
+use super::{Engine, PeerKey};
+use crate::link::{LinkError, Out};
+use meshwire_proto::wire::{
+    Close, CloseCode, Frame, Hello, LaneResume, NodeId, Resume, Role, Subject, Welcome,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) enum Phase {
+    /// Accepted; waiting for `Hello`.
+    AwaitHello { deadline: Instant },
+    /// Dialled and `Hello` sent; waiting for `Welcome`.
+    AwaitWelcome { deadline: Instant, addr: String },
+    /// `Welcome` sent; waiting for `Resume`. `epoch` is what we promised
+    /// for a session that does not exist yet.
+    AwaitResume {
+        deadline: Instant,
+        key: PeerKey,
+        hello: Hello,
+        epoch: u64,
+    },
+    /// Carrying a session.
+    Up { peer: u64 },
+}
+
+pub(crate) struct Conn {
+    pub(crate) out: Arc<Out>,
+    pub(crate) phase: Phase,
+    pub(crate) remote: String,
+}
+
+impl Conn {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::AwaitHello { deadline }
+            | Phase::AwaitWelcome { deadline, .. }
+            | Phase::AwaitResume { deadline, .. } => Some(*deadline),
+            Phase::Up { .. } => None,
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Up { peer } => Some(peer),
+            _ => None,
+        }
+    }
+}
+
+/// Which of two links between the same pair survives. A peer that dials
+/// again replaces its own older link (the old one is probably dead); two
+/// links dialled from opposite ends keep the one dialled by the smaller id,
+/// which both ends compute alike.
+fn new_link_wins(old_dialer: NodeId, new_dialer: NodeId, a: NodeId, b: NodeId) -> bool {
+    old_dialer == new_dialer || new_dialer == a.min(b)
+}
+
+impl Engine {
+    /// A connection was accepted (`dialed == None`) or dialled.
+    pub(crate) fn on_new_conn(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        out: Arc<Out>,
+        remote: String,
+        dialed: Option<String>,
+    ) {
+        if self.shutting_down.is_some() {
+            out.close();
+            return;
+        }
+        if self.conns.len() >= self.cfg.max_links {
+            metrics::counter!("meshwire_links_refused_total").increment(1);
+            tracing::warn!(%remote, max = self.cfg.max_links, "link refused: too many links");
+            send_close(&out, CloseCode::Refused, "too many links");
+            return;
+        }
+        let deadline = now + self.cfg.handshake_timeout;
+        let phase = match dialed {
+            None => Phase::AwaitHello { deadline },
+            Some(addr) => {
+                let hello = Frame::Hello(Hello {
+                    min_version: MIN_PROTOCOL_VERSION,
+                    max_version: PROTOCOL_VERSION,
+                    node: self.id,
+                    role: self.role,
+                    session: self.session_name.clone(),
+                    listen: self.advertise.clone(),
+                    max_frame: self.cfg.limits.max_frame,
+                });
+                out.with_buf(|b| hello.encode(b));
+                Phase::AwaitWelcome { deadline, addr }
+            }
+        };
+        self.conns.insert(conn, Conn { out, phase, remote });
+    }
+
+    pub(crate) fn handshake_timeouts(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in late {
+            if let Some(c) = self.conns.remove(&i) {
+                metrics::counter!("meshwire_handshake_timeouts_total").increment(1);
+                tracing::info!(remote = %c.remote, "handshake timed out; closing");
+                send_close(
+                    &c.out,
+                    CloseCode::HandshakeTimeout,
+                    "handshake not completed in time",
+                );
+            }
+        }
+    }
+
+    /// Refuses a connection in the handshake with a reason both sides log.
+    fn refuse(&mut self, conn: u64, code: CloseCode, reason: String) {
+        if let Some(c) = self.conns.remove(&conn) {
+            metrics::counter!("meshwire_links_refused_total").increment(1);
+            tracing::warn!(remote = %c.remote, ?code, %reason, "link refused");
+            send_close(&c.out, code, &reason);
+        }
+    }
+
+    pub(crate) fn on_frames(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        frames: Vec<meshwire_proto::wire::Frame>,
+    ) {
+        for frame in frames {
+            let Some(c) = self.conns.get(&conn) else {
+                return; // closed meanwhile; the rest is moot
+            };
+            match (&c.phase, frame) {
+                (Phase::Up { peer }, frame) => {
+                    let peer = *peer;
+                    let result = match self.peers.get_mut(&peer) {
+                        Some(p) => p.session.handle_frame(now, frame),
+                        None => Ok(()),
+                    };
+                    if let Err(e) = result {
+                        metrics::counter!("meshwire_protocol_errors_total").increment(1);
+                        tracing::warn!(error = %e, "protocol error; closing link");
+                        if let Some(p) = self.peers.get_mut(&peer) {
+                            p.session.close(CloseCode::ProtocolError, e.to_string());
+                        }
+                    }
+                    self.touch(peer);
+                }
+                (Phase::AwaitHello { .. }, Frame::Hello(h)) => self.on_hello(conn, h),
+                (Phase::AwaitWelcome { .. }, Frame::Welcome(w)) => self.on_welcome(now, conn, w),
+                (Phase::AwaitResume { .. }, Frame::Resume(r)) => self.on_resume(now, conn, r),
+                (_, Frame::Close(c)) => {
+                    tracing::warn!(code = ?c.code, reason = %c.reason, "peer closed the link during the handshake");
+                    if let Some(c) = self.conns.remove(&conn) {
+                        c.out.close();
+                    }
+                    return;
+                }
+                (_, other) => {
+                    let what = frame_name(&other);
+                    self.refuse(
+                        conn,
+                        CloseCode::ProtocolError,
+                        format!("unexpected {what} during the handshake"),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, conn: u64, h: Hello) {
+        if h.max_version < MIN_PROTOCOL_VERSION || h.min_version > PROTOCOL_VERSION {
+            return self.refuse(
+                conn,
+                CloseCode::VersionMismatch,
+                format!(
+                    "peer speaks protocol versions {}..={}, this node {}..={}",
+                    h.min_version, h.max_version, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+                ),
+            );
+        }
+        if h.node == self.id {
+            return self.refuse(conn, CloseCode::Refused, "connected to itself".into());
+        }
+        if self.role != Role::Router {
+            return self.refuse(
+                conn,
+                CloseCode::Refused,
+                "this node does not accept links".into(),
+            );
+        }
+        let key = match (&h.role, &h.session) {
+            (Role::Router, _) => PeerKey::Node(h.node),
+            (Role::Client, Some(name)) => PeerKey::Named(name.clone()),
+            (Role::Client, None) => PeerKey::Node(h.node),
+        };
+        let existing = self.peer_by_key.get(&key).copied();
+        let (resume, epoch) = match existing.and_then(|i| self.peers.get(&i)) {
+            Some(p) => {
+                if p.conn.is_some() && !new_link_wins(p.conn_dialer, h.node, self.id, h.node) {
+                    return self.refuse(
+                        conn,
+                        CloseCode::Duplicate,
+                        "a link to this peer already exists".into(),
+                    );
+                }
+                (p.session.resume(), p.session.epoch())
+            }
+            None => {
+                let epoch: u64 = rand::random();
+                let fresh = LaneResume {
+                    recv_next: 1,
+                    send_base: 1,
+                };
+                (
+                    Resume {
+                        epoch,
+                        lanes: [fresh; 2],
+                    },
+                    epoch,
+                )
+            }
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let welcome = Frame::Welcome(Welcome {
+            version: PROTOCOL_VERSION.min(h.max_version),
+            node: self.id,
+            role: self.role,
+            listen: self.advertise.clone(),
+            max_frame: self.cfg.limits.max_frame,
+            resume,
+        });
+        c.out.with_buf(|b| welcome.encode(b));
+        let deadline = c.deadline().unwrap_or_else(Instant::now);
+        c.phase = Phase::AwaitResume {
+            deadline,
+            key,
+            hello: h,
+            epoch,
+        };
+    }
+
+    fn on_welcome(&mut self, now: Instant, conn: u64, w: Welcome) {
+        let Some(Phase::AwaitWelcome { addr, .. }) = self.conns.get(&conn).map(|c| &c.phase) else {
+            return;
+        };
+        let addr = addr.clone();
+        if w.version < MIN_PROTOCOL_VERSION || w.version > PROTOCOL_VERSION {
+            return self.refuse(
+                conn,
+                CloseCode::VersionMismatch,
+                format!("peer chose protocol version {}", w.version),
+            );
+        }
+        if w.node == self.id {
+            self.dialing.remove(&addr);
+            return self.refuse(conn, CloseCode::Refused, "dialled itself".into());
+        }
+        let key = match self.role {
+            Role::Client => PeerKey::Upstream,
+            Role::Router => {
+                if w.role != Role::Router {
+                    return self.refuse(
+                        conn,
+                        CloseCode::Refused,
+                        format!("{addr} is not a router; routers only peer with routers"),
+                    );
+                }
+                PeerKey::Node(w.node)
+            }
+        };
+        let idx = match self.peer_by_key.get(&key) {
+            Some(&i) => i,
+            None => self.new_peer(key, w.node, w.role, rand::random()),
+        };
+        let Some(p) = self.peers.get(&idx) else {
+            return;
+        };
+        if p.conn.is_some() && !new_link_wins(p.conn_dialer, self.id, self.id, w.node) {
+            return self.refuse(
+                conn,
+                CloseCode::Duplicate,
+                "a link to this peer already exists".into(),
+            );
+        }
+        self.attach(
+            now,
+            conn,
+            idx,
+            w.node,
+            w.role,
+            w.listen,
+            self.id,
+            w.resume,
+            Some(addr),
+        );
+    }
+
+    fn on_resume(&mut self, now: Instant, conn: u64, r: Resume) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let Phase::AwaitResume {
+            key, hello, epoch, ..
+        } = &c.phase
+        else {
+            return;
+        };
+        let (key, hello, epoch) = (key.clone(), hello.clone(), *epoch);
+        let idx = match self.peer_by_key.get(&key) {
+            Some(&i) => {
+                let ok = self.peers.get(&i).is_some_and(|p| {
+                    p.conn.is_none()
+                        || new_link_wins(p.conn_dialer, hello.node, self.id, hello.node)
+                });
+                if !ok {
+                    return self.refuse(
+                        conn,
+                        CloseCode::Duplicate,
+                        "a link to this peer already exists".into(),
+                    );
+                }
+                i
+            }
+            None => self.new_peer(key, hello.node, hello.role, epoch),
+        };
+        if self
+            .peers
+            .get(&idx)
+            .is_some_and(|p| p.session.epoch() != epoch)
+        {
+            // The session we described in Welcome was replaced meanwhile.
+            return self.refuse(
+                conn,
+                CloseCode::Duplicate,
+                "session changed during handshake".into(),
+            );
+        }
+        self.attach(
+            now,
+            conn,
+            idx,
+            hello.node,
+            hello.role,
+            hello.listen,
+            hello.node,
+            r,
+            None,
+        );
+    }
+
+    /// Puts `conn` under the session `idx` (replacing any older link).
+    #[allow(clippy::too_many_arguments)] // one call site per handshake side
+    fn attach(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        idx: u64,
+        node: NodeId,
+        role: Role,
+        listen: Option<Subject>,
+        dialer: NodeId,
+        peer_resume: Resume,
+        dialed: Option<String>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.phase = Phase::Up { peer: idx };
+        let out = c.out.clone();
+        let Some(p) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        if let Some(old) = p.conn.take() {
+            p.session.handle_link_down(now);
+            metrics::gauge!("meshwire_links_up").decrement(1.0);
+            if let Some(oc) = self.conns.remove(&old) {
+                send_close(&oc.out, CloseCode::Duplicate, "replaced by a newer link");
+            }
+        }
+        p.node = node;
+        p.role = role;
+        p.listen = listen;
+        p.conn = Some(conn);
+        p.conn_dialer = dialer;
+        let we_dialed = dialed.is_some();
+        if dialed.is_some() {
+            p.dial_addr = dialed;
+        }
+        p.session
+            .handle_link_up(now, peer_resume.epoch, peer_resume.lanes);
+        if we_dialed {
+            // Our half of the handshake, after link-up so that it states
+            // what we hold now.
+            let resume = Frame::Resume(p.session.resume());
+            out.with_buf(|b| resume.encode(b));
+        }
+        metrics::gauge!("meshwire_links_up").increment(1.0);
+        metrics::counter!("meshwire_links_opened_total").increment(1);
+        tracing::info!(peer = %node, ?role, "link up");
+        self.refresh_linked();
+        self.touch(idx);
+    }
+
+    pub(crate) fn on_conn_closed(&mut self, now: Instant, conn: u64, error: Option<LinkError>) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        match &error {
+            Some(LinkError::Decode(e)) => {
+                metrics::counter!("meshwire_frames_rejected_total").increment(1);
+                tracing::warn!(remote = %c.remote, error = %e, "bad frame; link closed");
+                // Tell the peer why, best effort.
+                send_close(&c.out, CloseCode::ProtocolError, &e.to_string());
+            }
+            Some(LinkError::Io(e)) => {
+                tracing::debug!(remote = %c.remote, error = %e, "link i/o error")
+            }
+            None => tracing::debug!(remote = %c.remote, "link closed by peer"),
+        }
+        c.out.close();
+        if let Phase::Up { peer } = c.phase {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                if p.conn == Some(conn) {
+                    p.conn = None;
+                    p.session.handle_link_down(now);
+                    metrics::gauge!("meshwire_links_up").decrement(1.0);
+                    tracing::info!(peer = %p.node, "link lost; session kept for resume");
+                    if self.role == Role::Client {
+                        let _ = self.ready.send(false);
+                    }
+                }
+            }
+            self.refresh_linked();
+        }
+    }
+}
+
+/// Queues a `Close` frame and closes the connection after it.
+pub(crate) fn send_close(out: &Out, code: CloseCode, reason: &str) {
+    let f = Frame::Close(Close {
+        code,
+        reason: reason.to_owned(),
+    });
+    out.with_buf(|b| f.encode(b));
+    out.close();
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello(_) => "Hello",
+        Frame::Welcome(_) => "Welcome",
+        Frame::Resume(_) => "Resume",
+        Frame::Data(_) => "Data",
+        Frame::Ack(_) => "Ack",
+        Frame::Ping(_) => "Ping",
+        Frame::Pong(_) => "Pong",
+        Frame::Close(_) => "Close",
+    }
+}

@@ -1,0 +1,1192 @@
+//! The engine: one task per node that owns every session, the routing
+//! tables and the user's subscriptions.
+//!
+//! Inputs arrive on two channels — [`LinkInput`] from connection tasks
+//! (batches of decoded frames) and [`Command`] from the public API — plus
+//! one timer. Each wake-up processes everything available, then runs the
+//! work list: sessions with new events are drained (routing may queue
+//! messages on other sessions), then every touched session encodes what it
+//! has into its connection's out-buffer, once. One task owning all state
+//! means no locks on the message path and one place to reason about order.
+
+mod dial;
+mod handshake;
+mod router;
+
+use crate::config::NodeConfig;
+use crate::link::{LinkInput, OUT_HIGH_WATER};
+use crate::pubsub::{Message, SubShared, SubSink, Subscription};
+use crate::transport::{Addr, Listener};
+use crate::Error;
+use bytes::Bytes;
+use meshwire_proto::routing::{Matches, SubscriptionTable};
+use meshwire_proto::session::{Event, Session};
+use meshwire_proto::wire::{CloseCode, Lane, Message as Wire, NodeId, Role, Subject};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How a publication travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Reliable on the given lane.
+    Reliable(Lane),
+    /// At most once.
+    BestEffort,
+}
+
+type Reply = oneshot::Sender<Result<(), Error>>;
+
+/// Requests from the public API to the engine.
+pub(crate) enum Command {
+    Publish {
+        subject: Subject,
+        reply_to: Option<Subject>,
+        payload: Bytes,
+        level: Level,
+        /// Resolved when the first router owns the message; `None` when the
+        /// caller does not wait (it may `flush` later).
+        ack: Option<Reply>,
+    },
+    Subscribe {
+        pattern: Subject,
+        group: Option<Subject>,
+        done: oneshot::Sender<Result<Subscription, Error>>,
+    },
+    Unsubscribe {
+        sid: u64,
+    },
+    Request {
+        subject: Subject,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Message, Error>>,
+    },
+    Flush {
+        done: Reply,
+    },
+    Thaw,
+    Status {
+        done: oneshot::Sender<Status>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A snapshot of a node's links, for tools and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Peers with a session (up or retained).
+    pub peers: Vec<PeerStatus>,
+    /// Subscriptions held by this router for its clients and itself.
+    pub local_subscriptions: usize,
+    /// Interest learned from other routers.
+    pub remote_interest: usize,
+}
+
+/// One peer in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStatus {
+    /// Its id.
+    pub node: NodeId,
+    /// Router or client.
+    pub router: bool,
+    /// Link up now.
+    pub up: bool,
+    /// Messages awaiting its acknowledgement.
+    pub outbox: usize,
+}
+
+/// Who is on the other end of a session, as the router keys it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum PeerKey {
+    Node(NodeId),
+    Named(Subject),
+    /// A client's one session with whichever router it is attached to.
+    Upstream,
+}
+
+/// A session and what the engine keeps beside it.
+pub(crate) struct Peer {
+    pub(crate) key: PeerKey,
+    pub(crate) node: NodeId,
+    pub(crate) role: Role,
+    pub(crate) listen: Option<Subject>,
+    pub(crate) session: Session,
+    /// The connection carrying it, while up.
+    pub(crate) conn: Option<u64>,
+    /// Who dialled that connection (for the duplicate-link tie-break).
+    pub(crate) conn_dialer: NodeId,
+    /// The address we dialled to reach it, if we did.
+    pub(crate) dial_addr: Option<String>,
+    /// Publish acknowledgements waiting, per lane, by sequence number.
+    pub(crate) acks: [VecDeque<(u64, Reply)>; 2],
+    /// A client's subscriptions at this router, by its sid.
+    pub(crate) subs: HashMap<u64, (Subject, Option<Subject>)>,
+    pub(crate) congested_since: Option<Instant>,
+    pub(crate) queued: bool,
+}
+
+/// A user subscription on this node.
+pub(crate) struct UserSub {
+    pub(crate) pattern: Subject,
+    pub(crate) group: Option<Subject>,
+    pub(crate) sink: Option<SubSink>,
+}
+
+/// Where a publication entered this router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Local,
+    Client(u64),
+}
+
+/// A peer index that means "this node's own user".
+pub(crate) const SELF: u64 = 0;
+
+pub(crate) struct Engine {
+    pub(crate) cfg: Arc<NodeConfig>,
+    pub(crate) id: NodeId,
+    pub(crate) role: Role,
+    pub(crate) name: String,
+    pub(crate) advertise: Option<Subject>,
+    pub(crate) session_name: Option<Subject>,
+    pub(crate) link_tx: mpsc::Sender<LinkInput>,
+    pub(crate) conn_ids: Arc<AtomicU64>,
+    pub(crate) conns: HashMap<u64, handshake::Conn>,
+    pub(crate) peers: HashMap<u64, Peer>,
+    pub(crate) peer_by_key: HashMap<PeerKey, u64>,
+    next_peer: u64,
+    work: Vec<u64>,
+    // Routing (routers).
+    pub(crate) local_subs: SubscriptionTable<(u64, u64)>,
+    pub(crate) remote: SubscriptionTable<u64>,
+    pub(crate) interest: HashMap<(Subject, Option<Subject>), usize>,
+    pub(crate) m_local: Matches<(u64, u64)>,
+    pub(crate) m_remote: Matches<u64>,
+    pub(crate) rr: usize,
+    pub(crate) congested: HashSet<u64>,
+    frozen: bool,
+    // Dialling.
+    pub(crate) dialing: HashSet<String>,
+    pub(crate) linked: dial::Linked,
+    pub(crate) known_routers: HashMap<NodeId, Subject>,
+    pub(crate) upstream_addrs: watch::Sender<Vec<String>>,
+    // The user side.
+    pub(crate) user_subs: HashMap<u64, UserSub>,
+    next_sid: u64,
+    inbox_prefix: String,
+    inbox_sid: Option<u64>,
+    requests: HashMap<u64, (Subject, oneshot::Sender<Result<Message, Error>>)>,
+    next_request: u64,
+    blocked: VecDeque<Command>,
+    flushes: Vec<([u64; 2], Reply)>,
+    cmd_tx: mpsc::Sender<Command>,
+    ready: watch::Sender<bool>,
+    shutting_down: Option<(Instant, Vec<oneshot::Sender<()>>)>,
+    listener_stop: Option<oneshot::Sender<()>>,
+}
+
+/// What `Node::start` gets back.
+pub(crate) struct Started {
+    pub(crate) cmd: mpsc::Sender<Command>,
+    pub(crate) listen: Option<String>,
+    pub(crate) ready: watch::Receiver<bool>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+/// Parameters of a new engine.
+pub(crate) struct Spec {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) id: NodeId,
+    pub(crate) name: String,
+    pub(crate) listen: Option<Addr>,
+    pub(crate) advertise: Option<String>,
+    pub(crate) peers: Vec<Addr>,
+    pub(crate) connect: Vec<Addr>,
+    pub(crate) session_name: Option<Subject>,
+}
+
+pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
+    let role = if spec.listen.is_some() {
+        Role::Router
+    } else {
+        Role::Client
+    };
+    if role == Role::Client && spec.connect.is_empty() {
+        return Err(Error::Config(
+            "a node needs `listen` (to be a router) or at least one `connect` address (to attach to a router)".into(),
+        ));
+    }
+    if role == Role::Router && !spec.connect.is_empty() {
+        return Err(Error::Config(
+            "a router peers with other routers: use `peer`, not `connect`".into(),
+        ));
+    }
+    let (link_tx, link_rx) = mpsc::channel(1024);
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ready_tx, ready_rx) = watch::channel(role == Role::Router);
+    let conn_ids = Arc::new(AtomicU64::new(1));
+    let cfg = Arc::new(spec.cfg);
+
+    let mut listen_str = None;
+    let mut listener_stop = None;
+    if let Some(addr) = &spec.listen {
+        let (listener, bound) = Listener::bind(addr).await?;
+        listen_str = Some(bound.clone());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        listener_stop = Some(stop_tx);
+        tokio::spawn(dial::accept_loop(
+            listener,
+            stop_rx,
+            conn_ids.clone(),
+            cfg.limits,
+            link_tx.clone(),
+        ));
+    }
+    let advertise = match (&spec.advertise, &listen_str) {
+        (Some(a), _) => Some(Subject::from_bytes(Bytes::from(a.clone()))?),
+        (None, Some(l)) => Some(Subject::from_bytes(Bytes::from(l.clone()))?),
+        _ => None,
+    };
+    let (up_tx, up_rx) = watch::channel(
+        spec.connect
+            .iter()
+            .map(|a| match a {
+                Addr::Tcp(s) => s.clone(),
+                Addr::Mem(n) => format!("mem:{n}"),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let mut engine = Engine {
+        cfg: cfg.clone(),
+        id: spec.id,
+        role,
+        name: spec.name,
+        advertise,
+        session_name: spec.session_name,
+        link_tx: link_tx.clone(),
+        conn_ids: conn_ids.clone(),
+        conns: HashMap::new(),
+        peers: HashMap::new(),
+        peer_by_key: HashMap::new(),
+        next_peer: 1,
+        work: Vec::new(),
+        local_subs: SubscriptionTable::new(),
+        remote: SubscriptionTable::new(),
+        interest: HashMap::new(),
+        m_local: Matches::new(),
+        m_remote: Matches::new(),
+        rr: 0,
+        congested: HashSet::new(),
+        frozen: false,
+        dialing: HashSet::new(),
+        linked: Default::default(),
+        known_routers: HashMap::new(),
+        upstream_addrs: up_tx,
+        user_subs: HashMap::new(),
+        next_sid: 1,
+        inbox_prefix: format!("_INBOX.{}", spec.id),
+        inbox_sid: None,
+        requests: HashMap::new(),
+        next_request: 1,
+        blocked: VecDeque::new(),
+        flushes: Vec::new(),
+        cmd_tx: cmd_tx.clone(),
+        ready: ready_tx,
+        shutting_down: None,
+        listener_stop,
+    };
+    if role == Role::Client {
+        tokio::spawn(dial::upstream_loop(
+            up_rx,
+            cfg.clone(),
+            conn_ids.clone(),
+            link_tx.clone(),
+        ));
+    }
+    for p in spec.peers {
+        engine.start_dialer(p, true);
+    }
+    let task = tokio::spawn(engine.run(link_rx, cmd_rx));
+    Ok(Started {
+        cmd: cmd_tx,
+        listen: listen_str,
+        ready: ready_rx,
+        task,
+    })
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut link_rx: mpsc::Receiver<LinkInput>,
+        mut cmd_rx: mpsc::Receiver<Command>,
+    ) {
+        let span = tracing::info_span!("node", name = %self.name, id = %self.id);
+        let _guard = span.enter();
+        tracing::debug!(role = ?self.role, "engine started");
+        let tick = Duration::from_millis(100);
+        let mut next_housekeeping = Instant::now() + tick;
+        loop {
+            let deadline = self.next_deadline().min(next_housekeeping);
+            let accept_cmds = self.blocked.is_empty() && !self.frozen_for_local();
+            tokio::select! {
+                biased;
+                Some(input) = link_rx.recv() => {
+                    let now = Instant::now();
+                    self.on_link_input(now, input);
+                    // Take whatever else is already waiting: one flush per batch.
+                    for _ in 0..256 {
+                        match link_rx.try_recv() {
+                            Ok(i) => self.on_link_input(now, i),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                cmd = cmd_rx.recv(), if accept_cmds => {
+                    let Some(cmd) = cmd else { break };
+                    let now = Instant::now();
+                    self.on_command(now, cmd);
+                    for _ in 0..256 {
+                        if !(self.blocked.is_empty() && !self.frozen_for_local()) {
+                            break;
+                        }
+                        match cmd_rx.try_recv() {
+                            Ok(c) => self.on_command(now, c),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    self.on_timers(now);
+                    if now >= next_housekeeping {
+                        self.housekeeping(now);
+                        next_housekeeping = now + tick;
+                    }
+                }
+            }
+            let now = Instant::now();
+            self.run_work(now);
+            self.retry_blocked(now);
+            if self.shutdown_done(now) {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = Instant::now() + Duration::from_secs(1);
+        for p in self.peers.values() {
+            if let Some(d) = p.session.poll_timeout() {
+                t = t.min(d);
+            }
+        }
+        for c in self.conns.values() {
+            if let Some(d) = c.deadline() {
+                t = t.min(d);
+            }
+        }
+        t
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.session.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(&i, _)| i)
+            .collect();
+        for i in due {
+            if let Some(p) = self.peers.get_mut(&i) {
+                p.session.handle_timeout(now);
+            }
+            self.touch(i);
+        }
+        self.handshake_timeouts(now);
+    }
+
+    /// Marks a peer for the work list.
+    pub(crate) fn touch(&mut self, idx: u64) {
+        if let Some(p) = self.peers.get_mut(&idx) {
+            if !p.queued {
+                p.queued = true;
+                self.work.push(idx);
+            }
+        }
+    }
+
+    /// Drains events of touched sessions, then transmits. Routing may touch
+    /// more sessions; the loop runs until the list is empty (bounded).
+    fn run_work(&mut self, now: Instant) {
+        let mut rounds = 0;
+        while let Some(idx) = self.work.pop() {
+            rounds += 1;
+            if rounds > 1_000_000 {
+                tracing::error!("work list did not settle; continuing next turn");
+                break;
+            }
+            if let Some(p) = self.peers.get_mut(&idx) {
+                p.queued = false;
+            }
+            self.drain_events(now, idx);
+            self.transmit(now, idx);
+            // Transmitting can raise events (a Close written): handle them.
+            if self
+                .peers
+                .get(&idx)
+                .is_some_and(|p| p.session.is_up() != p.conn.is_some())
+            {
+                self.drain_events(now, idx);
+            }
+        }
+    }
+
+    fn drain_events(&mut self, now: Instant, idx: u64) {
+        loop {
+            let Some(ev) = self
+                .peers
+                .get_mut(&idx)
+                .and_then(|p| p.session.poll_event())
+            else {
+                return;
+            };
+            match ev {
+                Event::LinkUp { peer_fresh } => self.on_link_up(now, idx, peer_fresh),
+                Event::Message { lane, msg } => self.on_message(now, idx, lane, msg),
+                Event::Acked { lane, upto } => self.on_acked(idx, lane, upto),
+                Event::Gap { lane, from, to } => {
+                    metrics::counter!("meshwire_messages_lost_total").increment(to - from);
+                    tracing::warn!(?lane, from, to, "peer dropped messages it had numbered");
+                }
+                Event::LinkDown { code, reason } => self.on_session_down(idx, code, &reason),
+            }
+        }
+    }
+
+    fn transmit(&mut self, now: Instant, idx: u64) {
+        let Some(p) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        let Some(conn_id) = p.conn else {
+            return;
+        };
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return;
+        };
+        if !p.session.wants_transmit() {
+            return;
+        }
+        let out = conn.out.clone();
+        let ((), len) = out.with_buf(|buf| {
+            let budget = OUT_HIGH_WATER.saturating_sub(buf.len());
+            if budget > 0 {
+                p.session.poll_transmit(now, buf, budget);
+            }
+        });
+        if len >= OUT_HIGH_WATER && p.session.wants_transmit() {
+            out.engine_waiting.store(true, Ordering::Release);
+        }
+    }
+
+    fn on_link_input(&mut self, now: Instant, input: LinkInput) {
+        match input {
+            LinkInput::New {
+                conn,
+                out,
+                remote,
+                dialed,
+            } => self.on_new_conn(now, conn, out, remote, dialed),
+            LinkInput::DialerStopped { addr } => {
+                self.dialing.remove(&addr);
+            }
+            LinkInput::Frames { conn, frames } => self.on_frames(now, conn, frames),
+            LinkInput::Closed { conn, error } => self.on_conn_closed(now, conn, error),
+            LinkInput::Writable { conn } => {
+                if let Some(idx) = self.conns.get(&conn).and_then(|c| c.peer()) {
+                    self.touch(idx);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn new_peer(&mut self, key: PeerKey, node: NodeId, role: Role, epoch: u64) -> u64 {
+        let idx = self.next_peer;
+        self.next_peer += 1;
+        let mut session = Session::new(self.cfg.session.clone(), epoch, Instant::now());
+        session.set_credit_frozen(self.frozen);
+        self.peers.insert(
+            idx,
+            Peer {
+                key: key.clone(),
+                node,
+                role,
+                listen: None,
+                session,
+                conn: None,
+                conn_dialer: node,
+                dial_addr: None,
+                acks: [VecDeque::new(), VecDeque::new()],
+                subs: HashMap::new(),
+                congested_since: None,
+                queued: false,
+            },
+        );
+        self.peer_by_key.insert(key, idx);
+        idx
+    }
+
+    /// A session's link went down (idle timeout, peer's Close, our Close).
+    fn on_session_down(&mut self, idx: u64, code: CloseCode, reason: &str) {
+        let Some(p) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        tracing::info!(peer = %p.node, ?code, reason, "link down");
+        if let Some(conn) = p.conn.take() {
+            if let Some(c) = self.conns.remove(&conn) {
+                c.out.close();
+            }
+        }
+        metrics::gauge!("meshwire_links_up").decrement(1.0);
+        if self.role == Role::Client {
+            let _ = self.ready.send(false);
+        }
+        self.refresh_linked();
+        if code == CloseCode::Shutdown || code == CloseCode::SlowConsumer {
+            // The peer will not resume this session.
+            if self.role == Role::Router {
+                self.expire_peer(idx, "peer shut down");
+            }
+        }
+    }
+
+    fn on_acked(&mut self, idx: u64, lane: Lane, upto: u64) {
+        let Some(p) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        let q = &mut p.acks[lane.index()];
+        while q.front().is_some_and(|(seq, _)| *seq < upto) {
+            if let Some((_, reply)) = q.pop_front() {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        let drained = p.session.outbox_len() < self.cfg.peer_high_water / 2;
+        if drained {
+            p.congested_since = None;
+        }
+        let upstream = p.key == PeerKey::Upstream;
+        let sent = Lane::ALL.map(|l| p.session.resume_state()[l.index()].send_base);
+        if drained && self.congested.remove(&idx) {
+            self.update_freeze();
+        }
+        if upstream && !self.flushes.is_empty() {
+            let done: Vec<usize> = self
+                .flushes
+                .iter()
+                .enumerate()
+                .filter(|(_, (t, _))| sent[0] >= t[0] && sent[1] >= t[1])
+                .map(|(i, _)| i)
+                .collect();
+            for i in done.into_iter().rev() {
+                let (_, reply) = self.flushes.swap_remove(i);
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Freezes or thaws the credit of every session: while a consumer we
+    /// feed (or a local subscription) is behind, publishers wait.
+    pub(crate) fn update_freeze(&mut self) {
+        let behind = self
+            .user_subs
+            .values()
+            .any(|s| s.sink.as_ref().is_some_and(|k| k.is_behind()));
+        let frozen = !self.congested.is_empty() || behind;
+        if frozen != self.frozen {
+            self.frozen = frozen;
+            tracing::debug!(frozen, "credit");
+            let idxs: Vec<u64> = self.peers.keys().copied().collect();
+            for i in idxs {
+                if let Some(p) = self.peers.get_mut(&i) {
+                    p.session.set_credit_frozen(frozen);
+                }
+                self.touch(i);
+            }
+        }
+    }
+
+    fn frozen_for_local(&self) -> bool {
+        self.role == Role::Router && !self.congested.is_empty()
+    }
+
+    /// Sends a message on a peer's session; tracks congestion.
+    pub(crate) fn send_to(&mut self, now: Instant, idx: u64, level: Level, msg: Wire) {
+        let Some(p) = self.peers.get_mut(&idx) else {
+            return;
+        };
+        match level {
+            Level::Reliable(lane) => {
+                p.session.send(lane, msg);
+                if p.session.outbox_len() > self.cfg.peer_high_water && p.congested_since.is_none()
+                {
+                    if !p.session.is_up()
+                        && p.role == Role::Client
+                        && p.session.outbox_len() > self.cfg.retained_max_messages
+                    {
+                        self.expire_peer(idx, "retained session over its message limit");
+                        return;
+                    }
+                    if p.session.is_up() || p.role == Role::Router {
+                        p.congested_since = Some(now);
+                        self.congested.insert(idx);
+                        self.update_freeze();
+                    }
+                }
+            }
+            Level::BestEffort => {
+                if !p.session.send_best_effort(msg) {
+                    metrics::counter!("meshwire_best_effort_dropped_total").increment(1);
+                }
+            }
+        }
+        self.touch(idx);
+    }
+
+    /// Drops a peer's session and everything built on it.
+    pub(crate) fn expire_peer(&mut self, idx: u64, why: &str) {
+        let Some(mut p) = self.peers.remove(&idx) else {
+            return;
+        };
+        tracing::info!(peer = %p.node, why, outbox = p.session.outbox_len(), "session dropped");
+        if p.session.outbox_len() > 0 {
+            metrics::counter!("meshwire_messages_lost_total")
+                .increment(p.session.outbox_len() as u64);
+        }
+        self.peer_by_key.remove(&p.key);
+        if let Some(conn) = p.conn.take() {
+            if let Some(c) = self.conns.remove(&conn) {
+                c.out.close();
+            }
+        }
+        for q in &mut p.acks {
+            for (_, reply) in q.drain(..) {
+                let _ = reply.send(Err(Error::Closed));
+            }
+        }
+        if self.congested.remove(&idx) {
+            self.update_freeze();
+        }
+        self.drop_peer_routes(idx, &p);
+        self.refresh_linked();
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        // Expire sessions that stayed down past retention.
+        let expired: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                let keep = match p.key {
+                    PeerKey::Named(_) => self.cfg.named_session_retention,
+                    PeerKey::Upstream => Duration::MAX,
+                    PeerKey::Node(_) => self.cfg.session_retention,
+                };
+                p.session
+                    .down_since()
+                    .is_some_and(|t| now.saturating_duration_since(t) > keep)
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        for i in expired {
+            self.expire_peer(i, "disconnected past the retention window");
+        }
+        // Cut off consumers that stayed behind past the deadline.
+        let slow: Vec<u64> = self
+            .congested
+            .iter()
+            .copied()
+            .filter(|i| {
+                self.peers.get(i).is_some_and(|p| {
+                    p.role == Role::Client
+                        && p.congested_since.is_some_and(|t| {
+                            now.saturating_duration_since(t) > self.cfg.slow_consumer_timeout
+                        })
+                })
+            })
+            .collect();
+        for i in slow {
+            if let Some(p) = self.peers.get_mut(&i) {
+                tracing::warn!(peer = %p.node, outbox = p.session.outbox_len(), "slow consumer cut off");
+                metrics::counter!("meshwire_slow_consumers_total").increment(1);
+                p.session.close(
+                    CloseCode::SlowConsumer,
+                    format!(
+                        "more than {} messages unacknowledged for over {:?}",
+                        self.cfg.peer_high_water, self.cfg.slow_consumer_timeout
+                    ),
+                );
+                self.touch(i);
+            }
+            self.run_work(now);
+            self.expire_peer(i, "slow consumer");
+        }
+        // Requests whose caller gave up.
+        self.requests.retain(|_, (_, tx)| !tx.is_closed());
+        self.update_freeze();
+    }
+
+    fn on_command(&mut self, now: Instant, cmd: Command) {
+        if self.shutting_down.is_some() {
+            if let Command::Shutdown { done } = cmd {
+                if let Some((_, w)) = &mut self.shutting_down {
+                    w.push(done);
+                }
+            }
+            return;
+        }
+        match cmd {
+            Command::Publish {
+                subject,
+                reply_to,
+                payload,
+                level,
+                ack,
+            } => self.publish(now, subject, reply_to, payload, level, ack),
+            Command::Subscribe {
+                pattern,
+                group,
+                done,
+            } => {
+                let sub = self.subscribe_user(now, pattern, group, true);
+                let _ = done.send(sub);
+            }
+            Command::Unsubscribe { sid } => self.unsubscribe_user(now, sid),
+            Command::Request {
+                subject,
+                payload,
+                reply,
+            } => self.request(now, subject, payload, reply),
+            Command::Flush { done } => self.flush(done),
+            Command::Thaw => self.update_freeze(),
+            Command::Status { done } => {
+                let _ = done.send(self.status());
+            }
+            Command::Shutdown { done } => {
+                tracing::info!("shutting down: draining");
+                if let Some(stop) = self.listener_stop.take() {
+                    let _ = stop.send(());
+                }
+                self.shutting_down = Some((now + self.cfg.drain_timeout, vec![done]));
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            peers: self
+                .peers
+                .values()
+                .map(|p| PeerStatus {
+                    node: p.node,
+                    router: p.role == Role::Router,
+                    up: p.session.is_up(),
+                    outbox: p.session.outbox_len(),
+                })
+                .collect(),
+            local_subscriptions: self.local_subs.len(),
+            remote_interest: self.remote.len(),
+        }
+    }
+
+    fn upstream(&self) -> Option<u64> {
+        self.peer_by_key.get(&PeerKey::Upstream).copied()
+    }
+
+    fn publish(
+        &mut self,
+        now: Instant,
+        subject: Subject,
+        reply_to: Option<Subject>,
+        payload: Bytes,
+        level: Level,
+        ack: Option<Reply>,
+    ) {
+        metrics::counter!("meshwire_messages_published_total").increment(1);
+        if self.role == Role::Router {
+            self.route(now, Origin::Local, level, subject, reply_to, payload);
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(()));
+            }
+            return;
+        }
+        let Some(up) = self.upstream() else {
+            // Not attached yet: hold it (the command channel bounds this).
+            self.blocked.push_back(Command::Publish {
+                subject,
+                reply_to,
+                payload,
+                level,
+                ack,
+            });
+            return;
+        };
+        let p = self.peers.get_mut(&up).expect("upstream index is live");
+        let msg = Wire::Publish {
+            subject,
+            reply_to,
+            payload,
+        };
+        match level {
+            Level::Reliable(lane) => {
+                if !p.session.can_send(lane) {
+                    let Wire::Publish {
+                        subject,
+                        reply_to,
+                        payload,
+                    } = msg
+                    else {
+                        unreachable!()
+                    };
+                    self.blocked.push_back(Command::Publish {
+                        subject,
+                        reply_to,
+                        payload,
+                        level,
+                        ack,
+                    });
+                    return;
+                }
+                let seq = p.session.send(lane, msg);
+                if let Some(ack) = ack {
+                    p.acks[lane.index()].push_back((seq, ack));
+                }
+            }
+            Level::BestEffort => {
+                let sent = p.session.send_best_effort(msg);
+                if !sent {
+                    metrics::counter!("meshwire_best_effort_dropped_total").increment(1);
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+        }
+        self.touch(up);
+    }
+
+    /// Publications that waited for outbox room or for a router.
+    fn retry_blocked(&mut self, now: Instant) {
+        let mut n = 0;
+        while let Some(cmd) = self.blocked.pop_front() {
+            n += 1;
+            let before = self.blocked.len();
+            if let Command::Flush { done } = cmd {
+                if self.upstream().is_none() {
+                    self.blocked.push_front(Command::Flush { done });
+                    break;
+                }
+                self.flush(done);
+                continue;
+            }
+            if let Command::Publish {
+                subject,
+                reply_to,
+                payload,
+                level,
+                ack,
+            } = cmd
+            {
+                let can = match (self.upstream(), level) {
+                    (None, _) => false,
+                    (Some(up), Level::Reliable(lane)) => self
+                        .peers
+                        .get(&up)
+                        .is_some_and(|p| p.session.can_send(lane)),
+                    (Some(_), Level::BestEffort) => true,
+                };
+                if !can {
+                    self.blocked.push_front(Command::Publish {
+                        subject,
+                        reply_to,
+                        payload,
+                        level,
+                        ack,
+                    });
+                    break;
+                }
+                self.publish(now, subject, reply_to, payload, level, ack);
+                debug_assert!(self.blocked.len() <= before);
+            }
+            if n > 100_000 {
+                break;
+            }
+        }
+        if n > 0 {
+            self.run_work(now);
+        }
+    }
+
+    fn flush(&mut self, done: Reply) {
+        if self.role == Role::Router {
+            let _ = done.send(Ok(()));
+            return;
+        }
+        let up = self.upstream().and_then(|i| self.peers.get(&i));
+        let Some(up) = up.filter(|_| self.blocked.is_empty()) else {
+            // Behind publications still waiting: answered in their turn.
+            self.blocked.push_back(Command::Flush { done });
+            return;
+        };
+        let target = up.session.next_seqs();
+        let base = Lane::ALL.map(|l| up.session.resume_state()[l.index()].send_base);
+        if base[0] >= target[0] && base[1] >= target[1] {
+            let _ = done.send(Ok(()));
+        } else {
+            self.flushes.push((target, done));
+        }
+    }
+
+    pub(crate) fn subscribe_user(
+        &mut self,
+        now: Instant,
+        pattern: Subject,
+        group: Option<Subject>,
+        user: bool,
+    ) -> Result<Subscription, Error> {
+        let sid = self.next_sid;
+        self.next_sid += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(SubShared::default());
+        self.user_subs.insert(
+            sid,
+            UserSub {
+                pattern: pattern.clone(),
+                group: group.clone(),
+                sink: Some(SubSink {
+                    tx,
+                    shared: shared.clone(),
+                }),
+            },
+        );
+        let _ = user;
+        self.register_sub(now, sid, &pattern, group.as_ref());
+        Ok(Subscription {
+            sid,
+            pattern,
+            rx,
+            shared,
+            cmd: self.cmd_tx.clone(),
+        })
+    }
+
+    /// Makes a user subscription known where messages are routed.
+    fn register_sub(&mut self, now: Instant, sid: u64, pattern: &Subject, group: Option<&Subject>) {
+        match self.role {
+            Role::Router => {
+                if self.local_subs.insert(pattern, group, (SELF, sid)) {
+                    self.interest_add(now, pattern, group);
+                }
+            }
+            Role::Client => {
+                if let Some(up) = self.upstream() {
+                    self.send_to(
+                        now,
+                        up,
+                        Level::Reliable(Lane::Ordered),
+                        Wire::Subscribe {
+                            sid,
+                            pattern: pattern.clone(),
+                            group: group.cloned(),
+                        },
+                    );
+                }
+                // Otherwise sent when the upstream link comes up.
+            }
+        }
+    }
+
+    fn unsubscribe_user(&mut self, now: Instant, sid: u64) {
+        let Some(sub) = self.user_subs.remove(&sid) else {
+            return;
+        };
+        match self.role {
+            Role::Router => {
+                if self
+                    .local_subs
+                    .remove(&sub.pattern, sub.group.as_ref(), &(SELF, sid))
+                {
+                    self.interest_remove(now, &sub.pattern, sub.group.as_ref());
+                }
+            }
+            Role::Client => {
+                if let Some(up) = self.upstream() {
+                    self.send_to(
+                        now,
+                        up,
+                        Level::Reliable(Lane::Ordered),
+                        Wire::Unsubscribe { sid },
+                    );
+                }
+            }
+        }
+        self.update_freeze();
+    }
+
+    /// Delivers to a user subscription on this node.
+    pub(crate) fn deliver_user(
+        &mut self,
+        sid: u64,
+        subject: Subject,
+        reply_to: Option<Subject>,
+        payload: Bytes,
+    ) {
+        if Some(sid) == self.inbox_sid {
+            self.on_reply(subject, payload);
+            return;
+        }
+        let Some(sub) = self.user_subs.get(&sid) else {
+            metrics::counter!("meshwire_messages_unroutable_total").increment(1);
+            return;
+        };
+        if let Some(sink) = &sub.sink {
+            metrics::counter!("meshwire_messages_delivered_total").increment(1);
+            if sink.push(Message {
+                subject,
+                reply_to,
+                payload,
+            }) && !self.frozen
+            {
+                self.update_freeze();
+            }
+        }
+    }
+
+    fn request(
+        &mut self,
+        now: Instant,
+        subject: Subject,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Message, Error>>,
+    ) {
+        if self.inbox_sid.is_none() {
+            let pattern = match Subject::pattern(&format!("{}.>", self.inbox_prefix)) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+            };
+            let sid = self.next_sid;
+            self.next_sid += 1;
+            self.user_subs.insert(
+                sid,
+                UserSub {
+                    pattern: pattern.clone(),
+                    group: None,
+                    sink: None,
+                },
+            );
+            self.inbox_sid = Some(sid);
+            self.register_sub(now, sid, &pattern, None);
+        }
+        let token = self.next_request;
+        self.next_request += 1;
+        let inbox = match Subject::literal(&format!("{}.{token}", self.inbox_prefix)) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        self.requests.insert(token, (subject.clone(), reply));
+        self.publish(
+            now,
+            subject,
+            Some(inbox),
+            payload,
+            Level::Reliable(Lane::Ordered),
+            None,
+        );
+    }
+
+    fn request_token(&self, subject: &Subject) -> Option<u64> {
+        subject
+            .as_str()
+            .strip_prefix(&self.inbox_prefix)?
+            .strip_prefix('.')?
+            .parse()
+            .ok()
+    }
+
+    fn on_reply(&mut self, subject: Subject, payload: Bytes) {
+        if let Some(token) = self.request_token(&subject) {
+            if let Some((_, tx)) = self.requests.remove(&token) {
+                let _ = tx.send(Ok(Message {
+                    subject,
+                    reply_to: None,
+                    payload,
+                }));
+            }
+        }
+    }
+
+    pub(crate) fn on_no_responders(&mut self, reply_to: &Subject) {
+        if let Some(token) = self.request_token(reply_to) {
+            if let Some((subject, tx)) = self.requests.remove(&token) {
+                let _ = tx.send(Err(Error::NoResponders {
+                    subject: subject.as_str().to_owned(),
+                }));
+            }
+        }
+    }
+
+    fn shutdown_done(&mut self, now: Instant) -> bool {
+        let Some((deadline, _)) = &self.shutting_down else {
+            return false;
+        };
+        let drained = self.blocked.is_empty()
+            && self
+                .peers
+                .values()
+                .all(|p| p.session.outbox_len() == 0 || !p.session.is_up());
+        drained || now >= *deadline
+    }
+
+    fn finish(&mut self) {
+        let now = Instant::now();
+        let idxs: Vec<u64> = self.peers.keys().copied().collect();
+        for i in &idxs {
+            if let Some(p) = self.peers.get_mut(i) {
+                if p.session.is_up() {
+                    p.session.close(CloseCode::Shutdown, "node shutting down");
+                }
+            }
+            self.touch(*i);
+        }
+        self.run_work(now);
+        for c in self.conns.values() {
+            c.out.close();
+        }
+        let pending = self.blocked.len()
+            + self
+                .peers
+                .values()
+                .map(|p| p.session.outbox_len())
+                .sum::<usize>();
+        if pending > 0 {
+            tracing::warn!(pending, "shut down with messages not yet acknowledged");
+        }
+        if let Some((_, waiters)) = self.shutting_down.take() {
+            for w in waiters {
+                let _ = w.send(());
+            }
+        }
+        tracing::info!("node stopped");
+    }
+}

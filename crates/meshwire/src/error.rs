@@ -1,0 +1,78 @@
+//! The errors users of the public API see.
+
+use meshwire_proto::wire::SubjectError;
+use std::time::Duration;
+
+/// What went wrong with a meshwire operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A subject or pattern that is not valid (fatal: fix the name).
+    #[error("invalid subject: {0}")]
+    Subject(#[from] SubjectError),
+    /// The payload exceeds the frame limit (fatal: send less, or raise
+    /// `NodeBuilder::max_payload` on every node).
+    #[error("payload of {len} bytes exceeds the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// The payload's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A request found no subscriber for its subject anywhere in the mesh
+    /// (reported at once, not after the timeout).
+    #[error("no responders for subject {subject:?}")]
+    NoResponders {
+        /// The request's subject.
+        subject: String,
+    },
+    /// A request got no reply in time (retryable).
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The node was shut down, or its engine stopped.
+    #[error("the node is shut down")]
+    Closed,
+    /// Listening failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An address that is neither `HOST:PORT` nor `mem:NAME`.
+    #[error("invalid address {0:?}: use HOST:PORT (e.g. 127.0.0.1:4700) or mem:NAME")]
+    Address(String),
+    /// The builder was given settings that do not fit together.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// A client reached none of its routers in time (retryable).
+    #[error("could not reach any router at {addrs:?} within {waited:?}; is a `meshwire node` listening there?")]
+    Unreachable {
+        /// The addresses tried.
+        addrs: Vec<String>,
+        /// How long it tried.
+        waited: Duration,
+    },
+    /// The node's data directory could not be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// True for errors where trying the same thing again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(_) | Error::NoResponders { .. } | Error::Unreachable { .. }
+        )
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

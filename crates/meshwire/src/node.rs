@@ -1,0 +1,489 @@
+//! [`Node`] and [`NodeBuilder`]: the public face of the library.
+
+use crate::config::NodeConfig;
+use crate::engine::{self, Command, Level, Spec, Status};
+use crate::pubsub::{Message, Subscription};
+use crate::transport::Addr;
+use crate::{Error, Result};
+use bytes::Bytes;
+use meshwire_proto::wire::{Lane, NodeId, Subject};
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A meshwire node: a router (it listens) or a client (it attaches to
+/// routers). Cheap to clone; all clones drive the same node.
+///
+/// ```no_run
+/// # async fn demo() -> meshwire::Result<()> {
+/// use meshwire::Node;
+/// let router = Node::builder().listen("127.0.0.1:0").start().await?;
+/// let addr = router.listen_addr().unwrap().to_owned();
+/// let client = Node::builder().connect(&addr).start().await?;
+/// let mut sub = router.subscribe("orders.*").await?;
+/// client.publish("orders.created", "hello").await?; // resolves when the router owns it
+/// let msg = sub.recv().await.unwrap();
+/// assert_eq!(msg.payload(), "hello".as_bytes());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: NodeId,
+    listen: Option<String>,
+    cmd: mpsc::Sender<Command>,
+    ready: watch::Receiver<bool>,
+    max_payload: usize,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Configures and starts a [`Node`].
+#[derive(Debug, Default)]
+#[must_use = "call .start().await to run the node"]
+pub struct NodeBuilder {
+    cfg: NodeConfig,
+    name: Option<String>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    peers: Vec<String>,
+    connect: Vec<String>,
+    session: Option<String>,
+    data_dir: Option<PathBuf>,
+    id: Option<NodeId>,
+    connect_timeout: Option<Duration>,
+}
+
+impl NodeBuilder {
+    /// A name for logs (defaults to the short node id).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Listen on `addr` (`HOST:PORT`, port 0 picks one; or `mem:NAME`):
+    /// the node becomes a router.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// The address other routers should dial to reach this one (defaults to
+    /// the bound listen address). Useful behind NAT or a proxy.
+    pub fn advertise(mut self, addr: impl Into<String>) -> Self {
+        self.advertise = Some(addr.into());
+        self
+    }
+
+    /// A router to peer with (routers only). Peers learn further peers from
+    /// each other, so one seed is enough to join a mesh.
+    pub fn peer(mut self, addr: impl Into<String>) -> Self {
+        self.peers.push(addr.into());
+        self
+    }
+
+    /// A router to attach to (clients only); give several for failover.
+    pub fn connect(mut self, addr: impl Into<String>) -> Self {
+        self.connect.push(addr.into());
+        self
+    }
+
+    /// A persistent session name: the router keeps what is routed to this
+    /// client while it is away, and a restarted client with the same name
+    /// picks it up.
+    pub fn session_name(mut self, name: impl Into<String>) -> Self {
+        self.session = Some(name.into());
+        self
+    }
+
+    /// A directory for the node's state; its identity is kept there and
+    /// reused on restart.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Replaces every tunable at once.
+    pub fn config(mut self, cfg: NodeConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Edits the tunables in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut NodeConfig)) -> Self {
+        f(&mut self.cfg);
+        self
+    }
+
+    /// How long `start` waits for a client to reach a router (default 10 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
+    }
+
+    /// Starts the node. A router is ready when this returns; a client has
+    /// attached to a router (or this fails after the connect timeout).
+    pub async fn start(self) -> Result<Node> {
+        let id = match (&self.id, &self.data_dir) {
+            (Some(id), _) => *id,
+            (None, Some(dir)) => crate::identity::load_or_create(dir)?,
+            (None, None) => NodeId(rand::random()),
+        };
+        let listen = self.listen.as_deref().map(Addr::parse).transpose()?;
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| Addr::parse(p))
+            .collect::<Result<Vec<_>>>()?;
+        let connect = self
+            .connect
+            .iter()
+            .map(|p| Addr::parse(p))
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(a) = &self.advertise {
+            Addr::parse(a)?;
+        }
+        let session_name = self.session.as_deref().map(Subject::literal).transpose()?;
+        if self.cfg.max_payload + 64 * 1024 > self.cfg.limits.max_frame as usize {
+            return Err(Error::Config(format!(
+                "max_payload ({}) must stay 64 KiB below the frame limit ({})",
+                self.cfg.max_payload, self.cfg.limits.max_frame
+            )));
+        }
+        let max_payload = self.cfg.max_payload;
+        let name = self.name.unwrap_or_else(|| id.to_string()[..8].to_owned());
+        let client = listen.is_none();
+        let started = engine::start(Spec {
+            cfg: self.cfg,
+            id,
+            name,
+            listen,
+            advertise: self.advertise,
+            peers,
+            connect: connect.clone(),
+            session_name,
+        })
+        .await?;
+        let node = Node {
+            inner: Arc::new(Inner {
+                id,
+                listen: started.listen,
+                cmd: started.cmd,
+                ready: started.ready,
+                max_payload,
+                task: std::sync::Mutex::new(Some(started.task)),
+            }),
+        };
+        if client {
+            let wait = self.connect_timeout.unwrap_or(Duration::from_secs(10));
+            if !node.wait_attached(wait).await {
+                node.shutdown().await;
+                return Err(Error::Unreachable {
+                    addrs: self.connect,
+                    waited: wait,
+                });
+            }
+        }
+        Ok(node)
+    }
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The bound listen address of a router (with the real port when 0 was
+    /// asked for); `None` for a client.
+    pub fn listen_addr(&self) -> Option<&str> {
+        self.inner.listen.as_deref()
+    }
+
+    /// Waits until a client is attached to a router (true), or `timeout`
+    /// passes (false). Routers are always attached.
+    pub async fn wait_attached(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.ready.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn command(&self, cmd: Command) -> Result<()> {
+        self.inner.cmd.send(cmd).await.map_err(|_| Error::Closed)
+    }
+
+    /// Publishes `payload` on `subject`. Await the returned builder: by
+    /// default it is reliable and ordered, and resolves once the first
+    /// router owns the message.
+    pub fn publish(&self, subject: impl AsRef<str>, payload: impl Into<Bytes>) -> Publish<'_> {
+        Publish {
+            node: self,
+            subject: Subject::literal(subject.as_ref()).map_err(Error::from),
+            payload: payload.into(),
+            level: Level::Reliable(Lane::Ordered),
+            reply_to: None,
+        }
+    }
+
+    /// Subscribes to `pattern` (`*` matches one token, `>` the rest).
+    pub fn subscribe(&self, pattern: impl AsRef<str>) -> Subscribe<'_> {
+        Subscribe {
+            node: self,
+            pattern: Subject::pattern(pattern.as_ref()).map_err(Error::from),
+            group: None,
+        }
+    }
+
+    /// Sends a request and waits for one reply. Fails at once with
+    /// [`Error::NoResponders`] when nobody subscribes to `subject`.
+    pub fn request(&self, subject: impl AsRef<str>, payload: impl Into<Bytes>) -> Request<'_> {
+        Request {
+            node: self,
+            subject: Subject::literal(subject.as_ref()).map_err(Error::from),
+            payload: payload.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Replies to a request message (no-op error if it has no reply subject).
+    pub async fn respond(&self, request: &Message, payload: impl Into<Bytes>) -> Result<()> {
+        let Some(to) = request.reply_to.clone() else {
+            return Err(Error::Config(format!(
+                "message on {:?} is not a request: it has no reply subject",
+                request.subject()
+            )));
+        };
+        self.publish_parts(
+            to,
+            None,
+            payload.into(),
+            Level::Reliable(Lane::Ordered),
+            true,
+        )
+        .await
+    }
+
+    /// Resolves once every message published so far is owned by a router.
+    pub async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Flush { done: tx }).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// A snapshot of links and routing state.
+    pub async fn status(&self) -> Result<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Status { done: tx }).await?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Stops the node gracefully: no new work, outboxes drained (bounded by
+    /// the drain timeout), links closed.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Shutdown { done: tx }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn publish_parts(
+        &self,
+        subject: Subject,
+        reply_to: Option<Subject>,
+        payload: Bytes,
+        level: Level,
+        wait: bool,
+    ) -> Result<()> {
+        if payload.len() > self.inner.max_payload {
+            return Err(Error::PayloadTooLarge {
+                len: payload.len(),
+                max: self.inner.max_payload,
+            });
+        }
+        let (ack, rx) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.command(Command::Publish {
+            subject,
+            reply_to,
+            payload,
+            level,
+            ack,
+        })
+        .await?;
+        match rx {
+            Some(rx) => rx.await.map_err(|_| Error::Closed)?,
+            None => Ok(()),
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A publication being configured; `.await` it.
+#[must_use = "a publication does nothing until awaited"]
+pub struct Publish<'a> {
+    node: &'a Node,
+    subject: Result<Subject>,
+    payload: Bytes,
+    level: Level,
+    reply_to: Option<String>,
+}
+
+impl<'a> Publish<'a> {
+    /// At most once: never retransmitted, dropped first under load, and the
+    /// future resolves once the message is queued.
+    pub fn best_effort(mut self) -> Self {
+        self.level = Level::BestEffort;
+        self
+    }
+
+    /// Reliable but unordered: delivered on arrival, still exactly once; no
+    /// head-of-line blocking behind a lost message.
+    pub fn unordered(mut self) -> Self {
+        if let Level::Reliable(_) = self.level {
+            self.level = Level::Reliable(Lane::Unordered);
+        }
+        self
+    }
+
+    /// Sets a reply subject, for hand-rolled request patterns.
+    pub fn reply_to(mut self, subject: impl Into<String>) -> Self {
+        self.reply_to = Some(subject.into());
+        self
+    }
+
+    /// Hands the message to the node and returns once it is queued (after
+    /// any backpressure), without waiting for the router's acknowledgement.
+    /// Use [`Node::flush`] to wait for everything sent this way.
+    pub async fn send(self) -> Result<()> {
+        self.run(false).await
+    }
+
+    async fn run(self, wait: bool) -> Result<()> {
+        let subject = self.subject?;
+        let reply_to = self.reply_to.as_deref().map(Subject::literal).transpose()?;
+        self.node
+            .publish_parts(subject, reply_to, self.payload, self.level, wait)
+            .await
+    }
+}
+
+impl<'a> IntoFuture for Publish<'a> {
+    type Output = Result<()>;
+    type IntoFuture = BoxFuture<'a, Result<()>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run(true))
+    }
+}
+
+/// A subscription being configured; `.await` it.
+#[must_use = "a subscription does nothing until awaited"]
+pub struct Subscribe<'a> {
+    node: &'a Node,
+    pattern: Result<Subject>,
+    group: Option<String>,
+}
+
+impl<'a> Subscribe<'a> {
+    /// Joins a queue group: each message goes to one member of the group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+}
+
+impl<'a> IntoFuture for Subscribe<'a> {
+    type Output = Result<Subscription>;
+    type IntoFuture = BoxFuture<'a, Result<Subscription>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let pattern = self.pattern?;
+            let group = self.group.as_deref().map(Subject::literal).transpose()?;
+            let (tx, rx) = oneshot::channel();
+            self.node
+                .command(Command::Subscribe {
+                    pattern,
+                    group,
+                    done: tx,
+                })
+                .await?;
+            rx.await.map_err(|_| Error::Closed)?
+        })
+    }
+}
+
+/// A request being configured; `.await` it for the reply.
+#[must_use = "a request does nothing until awaited"]
+pub struct Request<'a> {
+    node: &'a Node,
+    subject: Result<Subject>,
+    payload: Bytes,
+    timeout: Duration,
+}
+
+impl<'a> Request<'a> {
+    /// How long to wait for the reply (default 5 s).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+}
+
+impl<'a> IntoFuture for Request<'a> {
+    type Output = Result<Message>;
+    type IntoFuture = BoxFuture<'a, Result<Message>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let subject = self.subject?;
+            if self.payload.len() > self.node.inner.max_payload {
+                return Err(Error::PayloadTooLarge {
+                    len: self.payload.len(),
+                    max: self.node.inner.max_payload,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            let t = self.timeout;
+            let fut = async {
+                self.node
+                    .command(Command::Request {
+                        subject,
+                        payload: self.payload,
+                        reply: tx,
+                    })
+                    .await?;
+                rx.await.map_err(|_| Error::Closed)?
+            };
+            tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| Error::Timeout(t))?
+        })
+    }
+}

@@ -1,0 +1,189 @@
+//! End-to-end behaviour of nodes in one process, over TCP on 127.0.0.1 and
+//! over the in-memory transport.
+
+use meshwire::{Error, Node};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn router(peer: Option<&str>) -> Node {
+    let mut b = Node::builder().listen("127.0.0.1:0");
+    if let Some(p) = peer {
+        b = b.peer(p);
+    }
+    b.start().await.expect("router starts")
+}
+
+async fn client(router: &Node) -> Node {
+    Node::builder()
+        .connect(router.listen_addr().unwrap())
+        .start()
+        .await
+        .expect("client attaches")
+}
+
+/// Waits until `node` sees interest from `n` remote routers' subscriptions.
+async fn wait_remote_interest(node: &Node, n: usize) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if node.status().await.unwrap().remote_interest >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("interest propagated");
+}
+
+async fn recv(sub: &mut meshwire::Subscription) -> meshwire::Message {
+    tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .expect("message in time")
+        .expect("subscription open")
+}
+
+#[tokio::test]
+async fn client_to_router_pubsub_in_order() {
+    let r = router(None).await;
+    let c = client(&r).await;
+    let mut sub = r.subscribe("orders.*").await.unwrap();
+    for i in 0..1000u32 {
+        c.publish("orders.created", i.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    c.flush().await.unwrap();
+    for i in 0..1000u32 {
+        let m = recv(&mut sub).await;
+        assert_eq!(m.subject(), "orders.created");
+        assert_eq!(m.payload(), i.to_string().as_bytes());
+    }
+    c.shutdown().await;
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn across_two_routers_with_clients_on_both() {
+    let a = router(None).await;
+    let b = router(a.listen_addr()).await;
+    let sub_client = client(&a).await;
+    let pub_client = client(&b).await;
+    let mut sub = sub_client.subscribe("t.>").await.unwrap();
+    wait_remote_interest(&b, 1).await;
+    for i in 0..500u32 {
+        pub_client
+            .publish("t.x.y", i.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    pub_client.flush().await.unwrap();
+    for i in 0..500u32 {
+        assert_eq!(recv(&mut sub).await.payload(), i.to_string().as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn queue_group_shares_work_across_routers() {
+    let a = router(None).await;
+    let b = router(a.listen_addr()).await;
+    let mut w1 = a.subscribe("jobs").group("workers").await.unwrap();
+    let mut w2 = b.subscribe("jobs").group("workers").await.unwrap();
+    wait_remote_interest(&a, 1).await;
+    wait_remote_interest(&b, 1).await;
+    let c = client(&a).await;
+    for i in 0..100u32 {
+        c.publish("jobs", i.to_string()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        tokio::select! {
+            Some(m) = w1.recv() => got.push(m),
+            Some(m) = w2.recv() => got.push(m),
+            _ = tokio::time::sleep(WAIT) => panic!("only {} of 100 jobs arrived", got.len()),
+        }
+    }
+    // Each job exactly once across the group.
+    let mut ids: Vec<u32> = got
+        .iter()
+        .map(|m| std::str::from_utf8(m.payload()).unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>());
+    assert!(tokio::time::timeout(Duration::from_millis(100), w1.recv())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn request_reply_and_no_responders() {
+    let a = router(None).await;
+    let b = router(a.listen_addr()).await;
+    let responder = client(&b).await;
+    let mut reqs = responder.subscribe("svc.echo").await.unwrap();
+    let r2 = responder.clone();
+    tokio::spawn(async move {
+        while let Some(m) = reqs.recv().await {
+            let mut reply = b"echo:".to_vec();
+            reply.extend_from_slice(m.payload());
+            r2.respond(&m, reply).await.unwrap();
+        }
+    });
+    wait_remote_interest(&a, 1).await;
+    let requester = client(&a).await;
+    let reply = requester
+        .request("svc.echo", "hi")
+        .timeout(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply.payload(), "echo:hi".as_bytes());
+
+    let started = std::time::Instant::now();
+    let err = requester
+        .request("svc.nobody", "hi")
+        .timeout(WAIT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoResponders { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "reported at once"
+    );
+}
+
+#[tokio::test]
+async fn best_effort_and_unordered_arrive() {
+    let r = Node::builder()
+        .listen("mem:be-router")
+        .start()
+        .await
+        .unwrap();
+    let c = Node::builder()
+        .connect("mem:be-router")
+        .start()
+        .await
+        .unwrap();
+    let mut sub = r.subscribe("x").await.unwrap();
+    c.publish("x", "be").best_effort().await.unwrap();
+    assert_eq!(recv(&mut sub).await.payload(), "be".as_bytes());
+    c.publish("x", "un").unordered().await.unwrap();
+    assert_eq!(recv(&mut sub).await.payload(), "un".as_bytes());
+}
+
+#[tokio::test]
+async fn bad_names_are_typed_errors() {
+    let r = router(None).await;
+    assert!(matches!(
+        r.publish("a.*", "x").await,
+        Err(Error::Subject(_))
+    ));
+    assert!(matches!(r.subscribe("a..b").await, Err(Error::Subject(_))));
+    let err = Node::builder()
+        .connect("nonsense")
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Address(_)), "{err}");
+}
