@@ -43,7 +43,13 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            session: SessionConfig::default(),
+            session: SessionConfig {
+                // The engine transmits once per batch of input, so an ack
+                // "now" is already one ack per batch: cumulative under load,
+                // immediate when idle (no timer on the latency path).
+                ack_delay: Duration::ZERO,
+                ..SessionConfig::default()
+            },
             limits: Limits::default(),
             max_payload: 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),

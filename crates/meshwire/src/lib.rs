@@ -44,7 +44,8 @@
 //! Counters and gauges go through the [`metrics`] facade (install any
 //! recorder): `meshwire_messages_published_total`,
 //! `meshwire_messages_delivered_total`, `meshwire_messages_forwarded_total`,
-//! `meshwire_messages_unmatched_total`, `meshwire_messages_lost_total`,
+//! `meshwire_messages_unmatched_total`, `meshwire_messages_unroutable_total`,
+//! `meshwire_messages_lost_total`,
 //! `meshwire_best_effort_dropped_total`, `meshwire_links_up`,
 //! `meshwire_links_opened_total`, `meshwire_links_refused_total`,
 //! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
@@ -57,6 +58,7 @@ mod identity;
 mod link;
 mod node;
 mod pubsub;
+pub mod testkit;
 mod transport;
 
 pub use config::NodeConfig;

@@ -1,6 +1,6 @@
 //! What users hold: received messages and subscriptions.
 
-use crate::engine::Command;
+use crate::engine::Control;
 use bytes::Bytes;
 use meshwire_proto::wire::Subject;
 use std::pin::Pin;
@@ -63,7 +63,7 @@ pub struct Subscription {
     pub(crate) pattern: Subject,
     pub(crate) rx: mpsc::UnboundedReceiver<Message>,
     pub(crate) shared: Arc<SubShared>,
-    pub(crate) cmd: mpsc::Sender<Command>,
+    pub(crate) ctl: mpsc::UnboundedSender<Control>,
 }
 
 impl Subscription {
@@ -83,7 +83,7 @@ impl Subscription {
             let before = self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             if before <= SUB_LOW_WATER && self.shared.throttled.swap(false, Ordering::AcqRel) {
                 // Caught up: let the engine grant credit again.
-                let _ = self.cmd.try_send(Command::Thaw);
+                let _ = self.ctl.send(Control::Thaw);
             }
         }
         r
@@ -100,7 +100,7 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.cmd.try_send(Command::Unsubscribe { sid: self.sid });
+        let _ = self.ctl.send(Control::Unsubscribe { sid: self.sid });
     }
 }
 
@@ -123,9 +123,5 @@ impl SubSink {
             return true;
         }
         false
-    }
-
-    pub(crate) fn is_behind(&self) -> bool {
-        self.shared.queued.load(Ordering::Acquire) >= SUB_HIGH_WATER
     }
 }

@@ -1,6 +1,8 @@
 //! End-to-end behaviour of nodes in one process, over TCP on 127.0.0.1 and
 //! over the in-memory transport.
 
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
 use meshwire::{Error, Node};
 use std::time::Duration;
 

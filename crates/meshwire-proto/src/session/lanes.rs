@@ -127,6 +127,11 @@ impl SendLane {
         self.sent_upto < self.next_seq && self.sent_upto < self.limit
     }
 
+    /// Messages are waiting for the peer's credit.
+    pub(super) fn credit_blocked(&self) -> bool {
+        self.sent_upto < self.next_seq && self.sent_upto >= self.limit
+    }
+
     /// Encodes sendable messages into `buf` until it reaches `stop_len`.
     /// Returns (frames written, of which retransmissions).
     pub(super) fn transmit(

@@ -329,6 +329,15 @@ impl Session {
                 self.recv[i].reset(peer.send_base);
             } else if let Some((from, to)) = self.recv[i].skip_to(peer.send_base) {
                 self.events.push_back(Event::Gap { lane, from, to });
+                // What was held beyond the hole is deliverable now; left in
+                // the lane it waited for the next arrival, or forever.
+                for msg in self.recv[i].drain_ready() {
+                    self.stats.delivered += 1;
+                    self.events.push_back(Event::Message {
+                        lane: Some(lane),
+                        msg,
+                    });
+                }
             }
             // Sending: what the peer has is acknowledged, the rest goes again.
             let acked = self.send[i].resume(peer.recv_next, now);
@@ -426,7 +435,9 @@ impl Session {
         }
         self.last_recv = now;
         match frame {
-            Frame::Data(Data { lane: None, msg, .. }) => {
+            Frame::Data(Data {
+                lane: None, msg, ..
+            }) => {
                 self.stats.delivered += 1;
                 self.events.push_back(Event::Message { lane: None, msg });
             }
@@ -542,14 +553,18 @@ impl Session {
             return;
         }
         if now.saturating_duration_since(self.last_recv) >= self.config.idle_timeout {
-            // The next poll_transmit writes the Close, takes the link down
-            // and reports `LinkDown` (once: reporting it here as well made
-            // the driver see two).
-            let reason = format!(
-                "nothing received for {} ms",
-                self.config.idle_timeout.as_millis()
-            );
-            self.close(CloseCode::IdleTimeout, reason);
+            // Down at once, reported once. (Asking for a Close frame here
+            // as well reported `LinkDown` a second time when poll_transmit
+            // wrote it, and left the session up until then, which never
+            // comes while the socket is backed up by a dead peer.)
+            self.events.push_back(Event::LinkDown {
+                code: CloseCode::IdleTimeout,
+                reason: format!(
+                    "nothing received for {} ms",
+                    self.config.idle_timeout.as_millis()
+                ),
+            });
+            self.handle_link_down(now);
             return;
         }
         if self.ack_deadline.is_some_and(|d| now >= d) {

@@ -128,10 +128,7 @@ impl Decoder {
 /// Decodes one frame from `type | body` (the bytes after the length).
 pub(crate) fn decode_body(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
     let t = body.get_u8();
-    let mut r = Reader {
-        b: body,
-        limits,
-    };
+    let mut r = Reader { b: body, limits };
     let frame = match t {
         ty::HELLO => {
             r.magic()?;
@@ -262,7 +259,9 @@ impl Reader<'_> {
         let recv_next = self.u64("recv_next")?;
         let send_base = self.u64("send_base")?;
         if recv_next == 0 || send_base == 0 {
-            return Err(DecodeError::InvalidValue("lane resume (sequence numbers start at 1)"));
+            return Err(DecodeError::InvalidValue(
+                "lane resume (sequence numbers start at 1)",
+            ));
         }
         Ok(LaneResume {
             recv_next,

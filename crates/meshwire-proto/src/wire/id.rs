@@ -96,6 +96,23 @@ impl std::str::FromStr for NodeId {
     }
 }
 
+/// Checks that `s` is a literal subject (no wildcards, no empty tokens, no
+/// whitespace) without allocating; what routers apply to every publication.
+pub fn check_literal(s: &str) -> Result<(), SubjectError> {
+    if s.is_empty() {
+        return Err(SubjectError::Empty);
+    }
+    for tok in s.split('.') {
+        if tok.is_empty() || tok.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(SubjectError::Malformed(s.chars().take(256).collect()));
+        }
+        if tok.contains('*') || tok.contains('>') {
+            return Err(SubjectError::Wildcard(s.chars().take(256).collect()));
+        }
+    }
+    Ok(())
+}
+
 /// A subject (topic, pattern, reply inbox or group name): non-empty UTF-8
 /// held in [`Bytes`] so that decoding and forwarding it never copies.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,7 +143,9 @@ pub enum SubjectError {
     #[error("subject {0:?} contains a wildcard (`*` or `>`), which only subscriptions may use")]
     Wildcard(String),
     /// `>` anywhere but as the last token, or a wildcard inside a token.
-    #[error("pattern {0:?} is not valid: `*` must be a whole token and `>` must be the last token")]
+    #[error(
+        "pattern {0:?} is not valid: `*` must be a whole token and `>` must be the last token"
+    )]
     BadWildcard(String),
 }
 

@@ -19,7 +19,7 @@ pub use frame::{
     Ack, Close, CloseCode, Data, Frame, Hello, Lane, LaneAck, LaneResume, Message, Resume, Role,
     Sack, Welcome, MAX_SACK_RANGES,
 };
-pub use id::{NodeId, ParseNodeIdError, Subject, SubjectError};
+pub use id::{check_literal, NodeId, ParseNodeIdError, Subject, SubjectError};
 
 /// Magic bytes that open every `Hello` and `Welcome`, so a stray client
 /// (an HTTP request, a TLS ClientHello) is recognised at its first frame.

@@ -106,6 +106,7 @@ impl Engine {
                 }
             }
         }
+        set.extend(self.self_addrs.iter().cloned());
     }
 }
 
@@ -208,12 +209,13 @@ pub(crate) async fn upstream_loop(
                     return;
                 };
                 let _ = closed.await;
+                // The router answered: stay with it (a session resumes
+                // only with the router that holds it).
+                failures_here = 0;
                 if started.elapsed() >= STABLE {
                     backoff = cfg.reconnect_min;
-                    failures_here = 0;
                 } else {
                     backoff = backoff_step(backoff, &cfg);
-                    failures_here += 1;
                 }
             }
             Ok(Err(e)) => {

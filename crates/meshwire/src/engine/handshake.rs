@@ -275,7 +275,9 @@ impl Engine {
             );
         }
         if w.node == self.id {
-            self.dialing.remove(&addr);
+            // Keep the dialer parked on this address for good.
+            self.self_addrs.insert(addr);
+            self.refresh_linked();
             return self.refuse(conn, CloseCode::Refused, "dialled itself".into());
         }
         let key = match self.role {
@@ -329,6 +331,26 @@ impl Engine {
             return;
         };
         let (key, hello, epoch) = (key.clone(), hello.clone(), *epoch);
+        if let (PeerKey::Node(_), Role::Client) = (&key, hello.role) {
+            let stale = self
+                .peer_by_key
+                .get(&key)
+                .and_then(|i| self.peers.get(i))
+                .is_some_and(|p| p.session.peer_epoch().is_some_and(|e| e != r.epoch));
+            if stale {
+                // The same node id with a new session: a restarted client.
+                // What was queued for its old subscriptions must not reach
+                // the new ones. Drop it, and let the client come back fresh.
+                if let Some(&old) = self.peer_by_key.get(&key) {
+                    self.expire_peer(old, "client restarted with a new session");
+                }
+                return self.refuse(
+                    conn,
+                    CloseCode::Refused,
+                    "stale session dropped; reconnect".into(),
+                );
+            }
+        }
         let idx = match self.peer_by_key.get(&key) {
             Some(&i) => {
                 let ok = self.peers.get(&i).is_some_and(|p| {
@@ -446,14 +468,10 @@ impl Engine {
                 if p.conn == Some(conn) {
                     p.conn = None;
                     p.session.handle_link_down(now);
-                    metrics::gauge!("meshwire_links_up").decrement(1.0);
                     tracing::info!(peer = %p.node, "link lost; session kept for resume");
-                    if self.role == Role::Client {
-                        let _ = self.ready.send(false);
-                    }
+                    self.after_link_down(peer);
                 }
             }
-            self.refresh_linked();
         }
     }
 }

@@ -55,9 +55,6 @@ pub(crate) enum Command {
         group: Option<Subject>,
         done: oneshot::Sender<Result<Subscription, Error>>,
     },
-    Unsubscribe {
-        sid: u64,
-    },
     Request {
         subject: Subject,
         payload: Bytes,
@@ -66,13 +63,20 @@ pub(crate) enum Command {
     Flush {
         done: Reply,
     },
-    Thaw,
     Status {
         done: oneshot::Sender<Status>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
     },
+}
+
+/// Messages that must never be lost to a full channel (sent from `Drop`
+/// and from the consumer side of a subscription).
+#[derive(Debug)]
+pub(crate) enum Control {
+    Unsubscribe { sid: u64 },
+    Thaw,
 }
 
 /// A snapshot of a node's links, for tools and tests.
@@ -85,6 +89,10 @@ pub struct Status {
     pub local_subscriptions: usize,
     /// Interest learned from other routers.
     pub remote_interest: usize,
+    /// Credit to publishers is frozen (a consumer is behind).
+    pub frozen: bool,
+    /// Publications waiting for outbox room or a router.
+    pub blocked: usize,
 }
 
 /// One peer in [`Status`].
@@ -99,6 +107,8 @@ pub struct PeerStatus {
     pub up: bool,
     /// Messages awaiting its acknowledgement.
     pub outbox: usize,
+    /// Session internals, for debugging.
+    pub detail: String,
 }
 
 /// Who is on the other end of a session, as the router keys it.
@@ -171,9 +181,12 @@ pub(crate) struct Engine {
     pub(crate) rr: usize,
     pub(crate) congested: HashSet<u64>,
     frozen: bool,
+    routers_frozen: bool,
     // Dialling.
     pub(crate) dialing: HashSet<String>,
     pub(crate) linked: dial::Linked,
+    /// Addresses that turned out to be this node.
+    pub(crate) self_addrs: HashSet<String>,
     pub(crate) known_routers: HashMap<NodeId, Subject>,
     pub(crate) upstream_addrs: watch::Sender<Vec<String>>,
     // The user side.
@@ -185,7 +198,7 @@ pub(crate) struct Engine {
     next_request: u64,
     blocked: VecDeque<Command>,
     flushes: Vec<([u64; 2], Reply)>,
-    cmd_tx: mpsc::Sender<Command>,
+    ctl_tx: mpsc::UnboundedSender<Control>,
     ready: watch::Sender<bool>,
     shutting_down: Option<(Instant, Vec<oneshot::Sender<()>>)>,
     listener_stop: Option<oneshot::Sender<()>>,
@@ -229,6 +242,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
     }
     let (link_tx, link_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = watch::channel(role == Role::Router);
     let conn_ids = Arc::new(AtomicU64::new(1));
     let cfg = Arc::new(spec.cfg);
@@ -284,8 +298,10 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         rr: 0,
         congested: HashSet::new(),
         frozen: false,
+        routers_frozen: false,
         dialing: HashSet::new(),
         linked: Default::default(),
+        self_addrs: HashSet::new(),
         known_routers: HashMap::new(),
         upstream_addrs: up_tx,
         user_subs: HashMap::new(),
@@ -296,7 +312,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         next_request: 1,
         blocked: VecDeque::new(),
         flushes: Vec::new(),
-        cmd_tx: cmd_tx.clone(),
+        ctl_tx: ctl_tx.clone(),
         ready: ready_tx,
         shutting_down: None,
         listener_stop,
@@ -312,7 +328,11 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
     for p in spec.peers {
         engine.start_dialer(p, true);
     }
-    let task = tokio::spawn(engine.run(link_rx, cmd_rx));
+    let span = tracing::info_span!("node", name = %engine.name);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        engine.run(link_rx, cmd_rx, ctl_rx),
+        span,
+    ));
     Ok(Started {
         cmd: cmd_tx,
         listen: listen_str,
@@ -326,9 +346,8 @@ impl Engine {
         mut self,
         mut link_rx: mpsc::Receiver<LinkInput>,
         mut cmd_rx: mpsc::Receiver<Command>,
+        mut ctl_rx: mpsc::UnboundedReceiver<Control>,
     ) {
-        let span = tracing::info_span!("node", name = %self.name, id = %self.id);
-        let _guard = span.enter();
         tracing::debug!(role = ?self.role, "engine started");
         let tick = Duration::from_millis(100);
         let mut next_housekeeping = Instant::now() + tick;
@@ -348,12 +367,19 @@ impl Engine {
                         }
                     }
                 }
+                Some(ctl) = ctl_rx.recv() => {
+                    let now = Instant::now();
+                    self.on_control(now, ctl);
+                    while let Ok(c) = ctl_rx.try_recv() {
+                        self.on_control(now, c);
+                    }
+                }
                 cmd = cmd_rx.recv(), if accept_cmds => {
                     let Some(cmd) = cmd else { break };
                     let now = Instant::now();
                     self.on_command(now, cmd);
                     for _ in 0..256 {
-                        if !(self.blocked.is_empty() && !self.frozen_for_local()) {
+                        if !self.blocked.is_empty() || self.frozen_for_local() {
                             break;
                         }
                         match cmd_rx.try_recv() {
@@ -520,7 +546,10 @@ impl Engine {
         let idx = self.next_peer;
         self.next_peer += 1;
         let mut session = Session::new(self.cfg.session.clone(), epoch, Instant::now());
-        session.set_credit_frozen(self.frozen);
+        session.set_credit_frozen(match role {
+            Role::Router => self.routers_frozen,
+            Role::Client => self.frozen,
+        });
         self.peers.insert(
             idx,
             Peer {
@@ -553,17 +582,36 @@ impl Engine {
                 c.out.close();
             }
         }
-        metrics::gauge!("meshwire_links_up").decrement(1.0);
-        if self.role == Role::Client {
-            let _ = self.ready.send(false);
-        }
-        self.refresh_linked();
-        if code == CloseCode::Shutdown || code == CloseCode::SlowConsumer {
-            // The peer will not resume this session.
+        self.after_link_down(idx);
+        let named = self
+            .peers
+            .get(&idx)
+            .is_some_and(|p| matches!(p.key, PeerKey::Named(_)));
+        if (code == CloseCode::Shutdown && !named) || code == CloseCode::SlowConsumer {
+            // The peer will not resume this session (a named one may: it
+            // is kept for the named-session retention).
             if self.role == Role::Router {
                 self.expire_peer(idx, "peer shut down");
             }
         }
+    }
+
+    /// Bookkeeping when a session loses its link, however that happened.
+    pub(crate) fn after_link_down(&mut self, idx: u64) {
+        metrics::gauge!("meshwire_links_up").decrement(1.0);
+        if self.role == Role::Client {
+            let _ = self.ready.send(false);
+        }
+        // A disconnected client does not hold the mesh back: its retained
+        // session is bounded by `retained_max_messages` and retention.
+        let client = self.peers.get(&idx).is_some_and(|p| p.role == Role::Client);
+        if client && self.congested.remove(&idx) {
+            if let Some(p) = self.peers.get_mut(&idx) {
+                p.congested_since = None;
+            }
+            self.update_freeze();
+        }
+        self.refresh_linked();
     }
 
     fn on_acked(&mut self, idx: u64, lane: Lane, upto: u64) {
@@ -600,21 +648,38 @@ impl Engine {
         }
     }
 
-    /// Freezes or thaws the credit of every session: while a consumer we
-    /// feed (or a local subscription) is behind, publishers wait.
+    /// Freezes or thaws credit: while a consumer we feed (or a local
+    /// subscription) is behind, publishers wait. Router peers are frozen only
+    /// for congestion toward *clients* (which the slow-consumer cut-off
+    /// always ends), never for congestion toward other routers, so two
+    /// routers can never wait on each other in a cycle.
     pub(crate) fn update_freeze(&mut self) {
-        let behind = self
-            .user_subs
-            .values()
-            .any(|s| s.sink.as_ref().is_some_and(|k| k.is_behind()));
+        let behind = self.user_subs.values().any(|s| {
+            s.sink.as_ref().is_some_and(|k| {
+                k.shared
+                    .throttled
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+        });
+        let client_congested = behind
+            || self
+                .congested
+                .iter()
+                .any(|i| self.peers.get(i).is_some_and(|p| p.role == Role::Client));
         let frozen = !self.congested.is_empty() || behind;
-        if frozen != self.frozen {
+        let routers_frozen = client_congested;
+        if frozen != self.frozen || routers_frozen != self.routers_frozen {
             self.frozen = frozen;
-            tracing::debug!(frozen, "credit");
+            self.routers_frozen = routers_frozen;
+            tracing::debug!(frozen, routers_frozen, "credit");
             let idxs: Vec<u64> = self.peers.keys().copied().collect();
             for i in idxs {
                 if let Some(p) = self.peers.get_mut(&i) {
-                    p.session.set_credit_frozen(frozen);
+                    let f = match p.role {
+                        Role::Router => routers_frozen,
+                        Role::Client => frozen,
+                    };
+                    p.session.set_credit_frozen(f);
                 }
                 self.touch(i);
             }
@@ -714,6 +779,7 @@ impl Engine {
             .filter(|i| {
                 self.peers.get(i).is_some_and(|p| {
                     p.role == Role::Client
+                        && p.session.is_up()
                         && p.congested_since.is_some_and(|t| {
                             now.saturating_duration_since(t) > self.cfg.slow_consumer_timeout
                         })
@@ -766,14 +832,12 @@ impl Engine {
                 let sub = self.subscribe_user(now, pattern, group, true);
                 let _ = done.send(sub);
             }
-            Command::Unsubscribe { sid } => self.unsubscribe_user(now, sid),
             Command::Request {
                 subject,
                 payload,
                 reply,
             } => self.request(now, subject, payload, reply),
             Command::Flush { done } => self.flush(done),
-            Command::Thaw => self.update_freeze(),
             Command::Status { done } => {
                 let _ = done.send(self.status());
             }
@@ -787,6 +851,13 @@ impl Engine {
         }
     }
 
+    fn on_control(&mut self, now: Instant, ctl: Control) {
+        match ctl {
+            Control::Unsubscribe { sid } => self.unsubscribe_user(now, sid),
+            Control::Thaw => self.update_freeze(),
+        }
+    }
+
     fn status(&self) -> Status {
         Status {
             peers: self
@@ -797,10 +868,21 @@ impl Engine {
                     router: p.role == Role::Router,
                     up: p.session.is_up(),
                     outbox: p.session.outbox_len(),
+                    detail: format!(
+                        "conn={:?} congested={:?} next={:?} resume={:?} wants_tx={} {:?}",
+                        p.conn,
+                        p.congested_since.map(|t| t.elapsed()),
+                        p.session.next_seqs(),
+                        p.session.resume_state(),
+                        p.session.wants_transmit(),
+                        p.session.stats(),
+                    ),
                 })
                 .collect(),
             local_subscriptions: self.local_subs.len(),
             remote_interest: self.remote.len(),
+            frozen: self.frozen,
+            blocked: self.blocked.len(),
         }
     }
 
@@ -981,7 +1063,7 @@ impl Engine {
             pattern,
             rx,
             shared,
-            cmd: self.cmd_tx.clone(),
+            ctl: self.ctl_tx.clone(),
         })
     }
 

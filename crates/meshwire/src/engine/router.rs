@@ -94,8 +94,8 @@ impl Engine {
                     payload,
                 },
             ) => {
-                if subject.is_pattern() {
-                    return self.protocol_error(idx, "published on a wildcard subject");
+                if let Err(why) = self.check_publish(&subject, reply_to.as_ref(), payload.len()) {
+                    return self.protocol_error(idx, &why);
                 }
                 self.route(now, Origin::Client(idx), level, subject, reply_to, payload);
             }
@@ -183,6 +183,28 @@ impl Engine {
         }
     }
 
+    /// What a router accepts from a client: literal subjects and payloads
+    /// within the limit (a larger one could not be delivered onward).
+    fn check_publish(
+        &self,
+        subject: &Subject,
+        reply_to: Option<&Subject>,
+        len: usize,
+    ) -> Result<(), String> {
+        if len > self.cfg.max_payload {
+            return Err(format!(
+                "payload of {len} bytes exceeds the limit of {}",
+                self.cfg.max_payload
+            ));
+        }
+        for s in std::iter::once(subject).chain(reply_to) {
+            if let Err(e) = meshwire_proto::wire::check_literal(s.as_str()) {
+                return Err(format!("bad subject: {e}"));
+            }
+        }
+        Ok(())
+    }
+
     fn protocol_error(&mut self, idx: u64, why: &str) {
         metrics::counter!("meshwire_protocol_errors_total").increment(1);
         if let Some(p) = self.peers.get_mut(&idx) {
@@ -213,36 +235,38 @@ impl Engine {
         // One Forward per interested router, naming the groups it serves.
         let mut fwd: Vec<(u64, bool, Vec<Subject>)> =
             rm.plain.iter().map(|&r| (r, true, Vec::new())).collect();
+        // Queue groups: one member per group, chosen round robin over the
+        // local members and the routers that have members, so work spreads
+        // over the whole mesh.
         let (mut li, mut ri) = (0, 0);
         while li < lm.groups.len() || ri < rm.groups.len() {
-            let lg = lm.groups.get(li);
-            let rg = rm.groups.get(ri);
-            let order = match (lg, rg) {
-                (Some(l), Some(r)) => l.0.cmp(&r.0),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
+            let lg = lm
+                .groups
+                .get(li)
+                .filter(|l| rm.groups.get(ri).is_none_or(|r| l.0 <= r.0));
+            let rg = rm
+                .groups
+                .get(ri)
+                .filter(|r| lm.groups.get(li).is_none_or(|l| r.0 <= l.0));
+            let local: &[(u64, u64)] = lg.map(|g| g.1.as_slice()).unwrap_or(&[]);
+            let routers: &[u64] = rg.map(|g| g.1.as_slice()).unwrap_or(&[]);
+            let Some(group) = lg.map(|g| &g.0).or(rg.map(|g| &g.0)) else {
+                break;
             };
             self.rr = self.rr.wrapping_add(1);
-            match (order, lg, rg) {
-                // Local members first: the message need not cross a hop.
-                (std::cmp::Ordering::Less | std::cmp::Ordering::Equal, Some((_, members)), _) => {
-                    let (p, sid) = members[self.rr % members.len()];
-                    self.deliver(now, p, sid, level, &subject, &reply_to, &payload);
-                    li += 1;
-                    if order == std::cmp::Ordering::Equal {
-                        ri += 1;
-                    }
+            let pick = self.rr % (local.len() + routers.len());
+            if pick < local.len() {
+                let (p, sid) = local[pick];
+                self.deliver(now, p, sid, level, &subject, &reply_to, &payload);
+            } else {
+                let r = routers[pick - local.len()];
+                match fwd.iter_mut().find(|f| f.0 == r) {
+                    Some(f) => f.2.push(group.clone()),
+                    None => fwd.push((r, false, vec![group.clone()])),
                 }
-                (_, _, Some((group, routers))) => {
-                    let r = routers[self.rr % routers.len()];
-                    match fwd.iter_mut().find(|f| f.0 == r) {
-                        Some(f) => f.2.push(group.clone()),
-                        None => fwd.push((r, false, vec![group.clone()])),
-                    }
-                    ri += 1;
-                }
-                _ => break,
             }
+            li += usize::from(lg.is_some());
+            ri += usize::from(rg.is_some());
         }
         for (r, plain, groups) in fwd {
             metrics::counter!("meshwire_messages_forwarded_total").increment(1);
