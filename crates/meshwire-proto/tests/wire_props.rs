@@ -377,7 +377,8 @@ fn drain(dec: &mut Decoder, buf: &mut BytesMut) -> (Vec<Frame>, Option<DecodeErr
 /// `f` as it survives one more encode: the encoder writes at most
 /// [`MAX_REASON`] bytes of a close reason, but the decoder accepts longer
 /// ones (up to 64 KiB), so a long reason decoded from a peer is cut on
-/// re-encoding. Every other field round-trips exactly.
+/// re-encoding (by design: docs/PROTOCOL.md §3.7, "truncation on encode
+/// only"). Every other field round-trips exactly.
 fn canonical(f: &Frame) -> Frame {
     match f {
         Frame::Close(c) if c.reason.len() > MAX_REASON => Frame::Close(Close {

@@ -114,10 +114,13 @@ pub(crate) struct SubSink {
 impl SubSink {
     /// Queues `msg`; returns true when the subscriber is now behind.
     pub(crate) fn push(&self, msg: Message) -> bool {
+        // Count before sending: the consumer may receive (and decrement)
+        // before this thread runs another instruction.
+        let q = self.shared.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if self.tx.send(msg).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        let q = self.shared.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if q >= SUB_HIGH_WATER {
             self.shared.throttled.store(true, Ordering::Release);
             return true;

@@ -36,25 +36,34 @@ impl ConnectArgs {
     }
 }
 
-/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
-pub(crate) async fn stop_signal() {
+/// Installs SIGINT/SIGTERM handlers now and returns a future that resolves
+/// when either arrives. Install before announcing readiness: a signal that
+/// arrives between "ready" and the handler would kill the process instead
+/// of draining it.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            match (int, term) {
+                (Some(mut i), Some(mut t)) => {
+                    tokio::select! {
+                        _ = i.recv() => {}
+                        _ = t.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -29,10 +29,34 @@ pub(crate) struct Args {
     /// listen address).
     #[arg(long, value_name = "ADDR")]
     advertise: Option<String>,
+    /// A connection must complete its handshake within this many
+    /// milliseconds or it is closed (guards against idle and slow peers).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    handshake_timeout: u64,
+    /// Most connections held at once; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_links: usize,
+    /// Largest frame accepted, in bytes; a peer announcing a larger one is
+    /// disconnected before anything is allocated.
+    #[arg(long, value_name = "BYTES", default_value_t = meshwire::proto::wire::Limits::default().max_frame)]
+    max_frame: u32,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let mut b = Node::builder().listen(&a.listen);
+    if a.max_frame < 128 * 1024 {
+        return Err(super::UsageError(format!(
+            "--max-frame {} is too small; use at least 131072",
+            a.max_frame
+        ))
+        .into());
+    }
+    let (hs, max_links, max_frame) = (a.handshake_timeout, a.max_links, a.max_frame);
+    let mut b = Node::builder().listen(&a.listen).configure(|c| {
+        c.handshake_timeout = std::time::Duration::from_millis(hs);
+        c.max_links = max_links;
+        c.limits.max_frame = max_frame;
+        c.max_payload = c.max_payload.min(max_frame as usize - 64 * 1024);
+    });
     for p in &a.peer {
         b = b.peer(p);
     }
@@ -45,6 +69,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(adv) = &a.advertise {
         b = b.advertise(adv);
     }
+    let stop = stop_signal();
     let node = b.start().await?;
     let ready = serde_json::json!({
         "event": "ready",
@@ -57,7 +82,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(listen = node.listen_addr().unwrap_or_default(), "ready");
-    stop_signal().await;
+    stop.await;
     tracing::info!("stop requested; draining");
     node.shutdown().await;
     Ok(())
