@@ -31,9 +31,9 @@ use support::{run, NodeProc, Proc};
 const PROMPT_CLOSE: Duration = Duration::from_secs(2);
 /// Slack over the handshake timeout for silent and stalled connections
 /// (the engine checks deadlines on its timer; the test polls every 5 ms).
-const TIMEOUT_SLACK: Duration = Duration::from_millis(2500);
+const TIMEOUT_SLACK: Duration = Duration::from_secs(2);
 /// The node's resident memory must stay below this (MiB) while it is
-/// hammered: an idle node is ~10 MiB; buffering hostile input (or
+/// hammered: an idle node is ~6 MiB; buffering hostile input (or
 /// allocating for a 4 GiB length prefix) would blow far past it.
 const RSS_CAP_MIB: u64 = 200;
 
@@ -252,16 +252,35 @@ struct Attack {
 const DRAIN_LIMIT: Duration = Duration::from_secs(6);
 
 impl Attack {
-    fn start(addr: &str, wave: &[(Kind, usize)], churn: Option<Duration>) -> Attack {
+    /// `max_open`: open the first wave with at most this many of its
+    /// connections unclosed at once. The node's listen backlog is 128
+    /// (tokio's default): a burst of more connects than that leaves some
+    /// SYNs dropped and retried a second later, which would blur what the
+    /// node itself does.
+    fn start(
+        addr: &str,
+        wave: &[(Kind, usize)],
+        churn: Option<Duration>,
+        max_open: Option<usize>,
+    ) -> Attack {
         let addr: SocketAddr = addr.parse().expect("node address");
         let wave = wave.to_vec();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, first_wave) = mpsc::channel();
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut conns = Vec::new();
+            let mut conns: Vec<BadConn> = Vec::new();
             for (kind, n) in wave {
                 for _ in 0..n {
+                    if let Some(max) = max_open {
+                        let limit = Instant::now() + Duration::from_secs(10);
+                        while conns.iter().filter(|c| c.closed.is_none()).count() >= max
+                            && Instant::now() < limit
+                        {
+                            std::thread::sleep(Duration::from_millis(2));
+                            conns.iter_mut().for_each(BadConn::poll);
+                        }
+                    }
                     conns.push(BadConn::open(kind, conns.len(), addr));
                 }
             }
@@ -455,9 +474,11 @@ fn garbage_oversize_and_idle_connections_do_not_disturb_service() {
             (Kind::Silent, 50),
             (Kind::StalledHello, 10),
         ],
-        // Fresh hostile connections every 100 ms, so some are open for the
-        // whole exchange, not only the first handshake timeout.
-        Some(Duration::from_millis(100)),
+        // Then five more (one of each kind) every 10 ms: bad frames are
+        // closed within milliseconds, so only a steady stream keeps them
+        // arriving during the whole exchange.
+        Some(Duration::from_millis(10)),
+        None,
     );
     assert_eq!(attack.wait_first_wave(), 120);
 
@@ -555,7 +576,9 @@ fn a_flood_of_connections_is_bounded_by_max_links() {
     let node = NodeProc::start(&["--max-links", "50", "--handshake-timeout", "1000"]);
     let addr = node.listen.clone();
 
-    let attack = Attack::start(&addr, &[(Kind::Silent, 200)], None);
+    // 50 take every slot; at most 50 more wait in the accept queue at a
+    // time, to be refused (see `Attack::start` on the backlog).
+    let attack = Attack::start(&addr, &[(Kind::Silent, 200)], None, Some(100));
     assert_eq!(attack.wait_first_wave(), 200);
     // The first 50 hold every slot until their handshake times out; the
     // exchange starts now, so its clients are refused at first and must

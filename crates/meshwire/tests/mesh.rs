@@ -189,3 +189,36 @@ async fn bad_names_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::Address(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_named_session_keeps_what_arrived_while_away() {
+    let r = router(None).await;
+    let addr = r.listen_addr().unwrap().to_owned();
+    let named = || {
+        Node::builder()
+            .connect(&addr)
+            .session_name("billing-worker")
+            .start()
+    };
+    let first = named().await.unwrap();
+    let mut sub = first.subscribe("invoices.>").await.unwrap();
+    let publisher = client(&r).await;
+    publisher.publish("invoices.1", "one").await.unwrap();
+    assert_eq!(recv(&mut sub).await.payload(), "one".as_bytes());
+    // The worker goes away (its subscription still stands: dropping it
+    // would unsubscribe); work keeps arriving.
+    first.shutdown().await;
+    drop(sub);
+    for i in 2..=5 {
+        publisher
+            .publish(format!("invoices.{i}"), i.to_string())
+            .await
+            .unwrap();
+    }
+    // A new process with the same session name picks it up, in order.
+    let second = named().await.unwrap();
+    let mut sub = second.subscribe("invoices.>").await.unwrap();
+    for i in 2..=5 {
+        assert_eq!(recv(&mut sub).await.payload(), i.to_string().as_bytes());
+    }
+}

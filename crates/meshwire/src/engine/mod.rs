@@ -197,6 +197,9 @@ pub(crate) struct Engine {
     requests: HashMap<u64, (Subject, oneshot::Sender<Result<Message, Error>>)>,
     next_request: u64,
     blocked: VecDeque<Command>,
+    /// Deliveries for subscriptions a resumed named session has not
+    /// re-created yet.
+    held: VecDeque<(u64, Message)>,
     flushes: Vec<([u64; 2], Reply)>,
     ctl_tx: mpsc::UnboundedSender<Control>,
     ready: watch::Sender<bool>,
@@ -311,6 +314,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         requests: HashMap::new(),
         next_request: 1,
         blocked: VecDeque::new(),
+        held: VecDeque::new(),
         flushes: Vec::new(),
         ctl_tx: ctl_tx.clone(),
         ready: ready_tx,
@@ -1058,6 +1062,16 @@ impl Engine {
         );
         let _ = user;
         self.register_sub(now, sid, &pattern, group.as_ref());
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            for (hsid, m) in held {
+                if hsid == sid {
+                    self.deliver_user(sid, m.subject, m.reply_to, m.payload);
+                } else {
+                    self.held.push_back((hsid, m));
+                }
+            }
+        }
         Ok(Subscription {
             sid,
             pattern,
@@ -1133,6 +1147,22 @@ impl Engine {
             return;
         }
         let Some(sub) = self.user_subs.get(&sid) else {
+            if self.session_name.is_some() && sid >= self.next_sid {
+                // A resumed named session: the router kept messages for
+                // subscriptions this process has not re-created yet. Hold
+                // them (bounded) until it does.
+                if self.held.len() < self.cfg.retained_max_messages {
+                    self.held.push_back((
+                        sid,
+                        Message {
+                            subject,
+                            reply_to,
+                            payload,
+                        },
+                    ));
+                    return;
+                }
+            }
             metrics::counter!("meshwire_messages_unroutable_total").increment(1);
             return;
         };
