@@ -99,7 +99,8 @@ fn check_reencode(limits: Limits, f: &Frame) {
 
 /// `f` as it survives an encode: the encoder writes at most [`MAX_REASON`]
 /// bytes of a close reason but the decoder accepts up to 64 KiB, so a long
-/// reason from a peer is cut when re-encoded. Everything else round-trips.
+/// reason from a peer is cut when re-encoded (by design: docs/PROTOCOL.md
+/// §3.7). Everything else round-trips.
 fn canonical(f: &Frame) -> Frame {
     match f {
         Frame::Close(c) if c.reason.len() > MAX_REASON => {
