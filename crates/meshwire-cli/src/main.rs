@@ -93,10 +93,18 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshwire: error: {e:#}");
-            match e.downcast_ref::<cmd::UsageError>() {
-                Some(_) => ExitCode::from(2),
-                None => ExitCode::from(1),
-            }
+            // Badly formed arguments are usage errors (2), whether clap or
+            // the library noticed; everything else is a runtime failure (1).
+            let usage = e.downcast_ref::<cmd::UsageError>().is_some()
+                || matches!(
+                    e.downcast_ref::<meshwire::Error>(),
+                    Some(
+                        meshwire::Error::Address(_)
+                            | meshwire::Error::Subject(_)
+                            | meshwire::Error::Config(_)
+                    )
+                );
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

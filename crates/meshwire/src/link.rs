@@ -202,8 +202,16 @@ pub(crate) async fn start(
                     break Some(LinkError::Decode(e));
                 }
             };
-            r_out.close();
-            let _ = to_engine.send(LinkInput::Closed { conn, error }).await;
+            // The engine closes the writer after queueing any Close frame (so
+            // a peer that sent garbage is told why); if the engine is gone,
+            // close it here.
+            if to_engine
+                .send(LinkInput::Closed { conn, error })
+                .await
+                .is_err()
+            {
+                r_out.close();
+            }
             let _ = done_tx.send(());
         }
         .instrument(span),

@@ -13,8 +13,16 @@ async fn counters_count_messages_and_links() {
     let snapshotter = recorder.snapshotter();
     recorder.install().unwrap();
 
-    let r = Node::builder().listen("mem:metrics-router").start().await.unwrap();
-    let c = Node::builder().connect("mem:metrics-router").start().await.unwrap();
+    let r = Node::builder()
+        .listen("mem:metrics-router")
+        .start()
+        .await
+        .unwrap();
+    let c = Node::builder()
+        .connect("mem:metrics-router")
+        .start()
+        .await
+        .unwrap();
     let mut sub = r.subscribe("m").await.unwrap();
     for _ in 0..10 {
         c.publish("m", "x").await.unwrap();
@@ -39,5 +47,8 @@ async fn counters_count_messages_and_links() {
     };
     assert!(counter("meshwire_messages_published_total") >= 10);
     assert!(counter("meshwire_messages_delivered_total") >= 10);
-    assert!(counter("meshwire_links_opened_total") >= 2, "both ends count the link");
+    assert!(
+        counter("meshwire_links_opened_total") >= 2,
+        "both ends count the link"
+    );
 }

@@ -53,12 +53,10 @@ impl Listener {
     pub(crate) async fn bind(addr: &Addr) -> Result<(Self, String), Error> {
         match addr {
             Addr::Tcp(a) => {
-                let l = tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|e| Error::Bind {
-                        addr: a.clone(),
-                        source: e,
-                    })?;
+                let l = tcp::bind(a).await.map_err(|e| Error::Bind {
+                    addr: a.clone(),
+                    source: e,
+                })?;
                 let local = l.local_addr().map_err(|e| Error::Bind {
                     addr: a.clone(),
                     source: e,

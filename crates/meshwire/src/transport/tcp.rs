@@ -17,6 +17,32 @@ fn wrap(s: TcpStream) -> std::io::Result<Stream> {
     })
 }
 
+/// A connect burst larger than the backlog makes the kernel drop SYNs and
+/// the client retry after a second; 1024 absorbs floods of reconnects.
+const BACKLOG: u32 = 1024;
+
+pub(crate) async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        let sock = if sa.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        sock.set_reuseaddr(true)?;
+        match sock.bind(sa).and_then(|()| sock.listen(BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        )
+    }))
+}
+
 pub(crate) async fn accept(l: &TcpListener) -> std::io::Result<Stream> {
     let (s, _) = l.accept().await?;
     wrap(s)
