@@ -59,6 +59,56 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// How one connection attempt went.
+enum Attempt {
+    /// Connected; the link lived this long before it closed.
+    Lived(Duration),
+    /// Could not connect (refused, unreachable, timed out).
+    Failed,
+    /// The engine is gone: stop dialling.
+    EngineGone,
+}
+
+/// Connects to `addr`, hands the connection to the engine and waits until
+/// it is closed.
+async fn connect_once(
+    addr: &Addr,
+    key: &str,
+    cfg: &NodeConfig,
+    ids: &AtomicU64,
+    to_engine: &mpsc::Sender<LinkInput>,
+) -> Attempt {
+    match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            let started = Instant::now();
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            match link::start(
+                id,
+                stream,
+                cfg.limits,
+                to_engine.clone(),
+                Some(key.to_owned()),
+            )
+            .await
+            {
+                Some(closed) => {
+                    let _ = closed.await;
+                    Attempt::Lived(started.elapsed())
+                }
+                None => Attempt::EngineGone,
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%key, error = %e, "connect failed");
+            Attempt::Failed
+        }
+        Err(_) => {
+            tracing::debug!(%key, "connect timed out");
+            Attempt::Failed
+        }
+    }
+}
+
 fn backoff_step(cur: Duration, cfg: &NodeConfig) -> Duration {
     (cur * 2).clamp(cfg.reconnect_min, cfg.reconnect_max)
 }
@@ -133,31 +183,15 @@ async fn dial_loop(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(&addr)).await {
-            Ok(Ok(stream)) => {
-                let started = Instant::now();
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                let Some(closed) =
-                    link::start(id, stream, cfg.limits, to_engine.clone(), Some(key.clone())).await
-                else {
-                    return;
-                };
-                let _ = closed.await;
-                if started.elapsed() >= STABLE {
-                    backoff = cfg.reconnect_min;
-                    failures = 0;
-                } else {
-                    backoff = backoff_step(backoff, &cfg);
-                }
+        match connect_once(&addr, &key, &cfg, &ids, &to_engine).await {
+            Attempt::EngineGone => return,
+            Attempt::Lived(lived) if lived >= STABLE => {
+                backoff = cfg.reconnect_min;
+                failures = 0;
             }
-            Ok(Err(e)) => {
+            Attempt::Lived(_) => backoff = backoff_step(backoff, &cfg),
+            Attempt::Failed => {
                 failures += 1;
-                tracing::debug!(%key, error = %e, failures, "dial failed");
-                backoff = backoff_step(backoff, &cfg);
-            }
-            Err(_) => {
-                failures += 1;
-                tracing::debug!(%key, failures, "dial timed out");
                 backoff = backoff_step(backoff, &cfg);
             }
         }
@@ -199,32 +233,19 @@ pub(crate) async fn upstream_loop(
                 continue;
             }
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(&addr)).await {
-            Ok(Ok(stream)) => {
-                let started = Instant::now();
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                let Some(closed) =
-                    link::start(id, stream, cfg.limits, to_engine.clone(), Some(key.clone())).await
-                else {
-                    return;
-                };
-                let _ = closed.await;
+        match connect_once(&addr, &key, &cfg, &ids, &to_engine).await {
+            Attempt::EngineGone => return,
+            Attempt::Lived(lived) => {
                 // The router answered: stay with it (a session resumes
                 // only with the router that holds it).
                 failures_here = 0;
-                if started.elapsed() >= STABLE {
-                    backoff = cfg.reconnect_min;
+                backoff = if lived >= STABLE {
+                    cfg.reconnect_min
                 } else {
-                    backoff = backoff_step(backoff, &cfg);
-                }
+                    backoff_step(backoff, &cfg)
+                };
             }
-            Ok(Err(e)) => {
-                tracing::debug!(router = %key, error = %e, "connect failed");
-                failures_here += 1;
-                backoff = backoff_step(backoff, &cfg);
-            }
-            Err(_) => {
-                tracing::debug!(router = %key, "connect timed out");
+            Attempt::Failed => {
                 failures_here += 1;
                 backoff = backoff_step(backoff, &cfg);
             }

@@ -911,8 +911,13 @@ impl Engine {
             }
             return;
         }
-        let Some(up) = self.upstream() else {
-            // Not attached yet: hold it (the command channel bounds this).
+        // Hold it while no router is attached or the outbox is full (the
+        // command channel, which stops being read meanwhile, bounds this).
+        let up = self.upstream().filter(|up| match level {
+            Level::Reliable(lane) => self.peers.get(up).is_some_and(|p| p.session.can_send(lane)),
+            Level::BestEffort => true,
+        });
+        let Some(p) = up.and_then(|up| self.peers.get_mut(&up)) else {
             self.blocked.push_back(Command::Publish {
                 subject,
                 reply_to,
@@ -922,7 +927,6 @@ impl Engine {
             });
             return;
         };
-        let p = self.peers.get_mut(&up).expect("upstream index is live");
         let msg = Wire::Publish {
             subject,
             reply_to,
@@ -930,24 +934,6 @@ impl Engine {
         };
         match level {
             Level::Reliable(lane) => {
-                if !p.session.can_send(lane) {
-                    let Wire::Publish {
-                        subject,
-                        reply_to,
-                        payload,
-                    } = msg
-                    else {
-                        unreachable!()
-                    };
-                    self.blocked.push_back(Command::Publish {
-                        subject,
-                        reply_to,
-                        payload,
-                        level,
-                        ack,
-                    });
-                    return;
-                }
                 let seq = p.session.send(lane, msg);
                 if let Some(ack) = ack {
                     p.acks[lane.index()].push_back((seq, ack));
@@ -963,7 +949,9 @@ impl Engine {
                 }
             }
         }
-        self.touch(up);
+        if let Some(up) = up {
+            self.touch(up);
+        }
     }
 
     /// Publications that waited for outbox room or for a router.
