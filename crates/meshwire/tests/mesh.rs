@@ -222,3 +222,28 @@ async fn a_named_session_keeps_what_arrived_while_away() {
         assert_eq!(recv(&mut sub).await.payload(), i.to_string().as_bytes());
     }
 }
+
+#[tokio::test]
+async fn a_router_seeded_with_its_own_address_stops_dialling_it() {
+    let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
+    let r = Node::builder()
+        .listen("127.0.0.1:0")
+        .peer(proxy.addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    proxy.set_target(r.listen_addr().unwrap());
+    // Let the dialer find out, then count what it does over a second.
+    tokio::time::timeout(WAIT, async {
+        while proxy.accepted() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = proxy.accepted();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(proxy.accepted(), before, "kept dialling itself");
+    assert!(r.status().await.unwrap().peers.is_empty());
+}

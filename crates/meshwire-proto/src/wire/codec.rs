@@ -183,8 +183,11 @@ pub(crate) fn decode_body(mut body: Bytes, limits: &Limits) -> Result<Frame, Dec
         ty::CLOSE => Frame::Close(Close {
             code: CloseCode::from_u16(r.u16("close code")?),
             reason: {
+                // Strict UTF-8: a lossy conversion would change the frame
+                // (and its size) on the way through.
                 let b = r.bytes16("close reason")?;
-                String::from_utf8_lossy(&b).into_owned()
+                String::from_utf8(b.to_vec())
+                    .map_err(|_| DecodeError::InvalidValue("close reason (not UTF-8)"))?
             },
         }),
         other => return Err(DecodeError::UnknownFrameType(other)),

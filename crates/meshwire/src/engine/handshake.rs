@@ -199,9 +199,9 @@ impl Engine {
                 ),
             );
         }
-        if h.node == self.id {
-            return self.refuse(conn, CloseCode::Refused, "connected to itself".into());
-        }
+        // Our own Hello (a seed address that is this node) gets a Welcome
+        // all the same: that is how the dialling side learns the address is
+        // itself and parks that dialer (`on_welcome`).
         if self.role != Role::Router {
             return self.refuse(
                 conn,
@@ -331,6 +331,9 @@ impl Engine {
             return;
         };
         let (key, hello, epoch) = (key.clone(), hello.clone(), *epoch);
+        if hello.node == self.id {
+            return self.refuse(conn, CloseCode::Refused, "connected to itself".into());
+        }
         if let (PeerKey::Node(_), Role::Client) = (&key, hello.role) {
             let stale = self
                 .peer_by_key
