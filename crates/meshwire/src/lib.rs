@@ -51,6 +51,7 @@
 //! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
 //! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`.
 
+pub mod balance;
 mod config;
 mod engine;
 mod error;
@@ -66,5 +67,5 @@ pub use engine::{PeerStatus, Status};
 pub use error::{Error, Result};
 pub use meshwire_proto as proto;
 pub use meshwire_proto::wire::NodeId;
-pub use node::{Node, NodeBuilder, Publish, Request, Subscribe};
+pub use node::{Node, NodeBuilder, Publish, Replies, Request, Subscribe};
 pub use pubsub::{Message, Subscription};

@@ -1,7 +1,7 @@
 //! [`Node`] and [`NodeBuilder`]: the public face of the library.
 
 use crate::config::NodeConfig;
-use crate::engine::{self, Command, Level, Spec, Status};
+use crate::engine::{self, Command, Control, Level, ReplySink, Spec, Status};
 use crate::pubsub::{Message, Subscription};
 use crate::transport::Addr;
 use crate::{Error, Result};
@@ -39,6 +39,7 @@ struct Inner {
     id: NodeId,
     listen: Option<String>,
     cmd: mpsc::Sender<Command>,
+    ctl: mpsc::UnboundedSender<Control>,
     ready: watch::Receiver<bool>,
     max_payload: usize,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -175,6 +176,7 @@ impl NodeBuilder {
                 id,
                 listen: started.listen,
                 cmd: started.cmd,
+                ctl: started.ctl,
                 ready: started.ready,
                 max_payload,
                 task: std::sync::Mutex::new(Some(started.task)),
@@ -255,6 +257,54 @@ impl Node {
             payload: payload.into(),
             timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Sends a request whose replies keep coming (server streaming): every
+    /// message sent to the returned inbox arrives on [`Replies`] until it
+    /// is dropped. Fails at once with [`Error::NoResponders`] when nobody
+    /// subscribes to `subject`.
+    pub async fn request_many(
+        &self,
+        subject: impl AsRef<str>,
+        payload: impl Into<Bytes>,
+    ) -> Result<Replies> {
+        let subject = Subject::literal(subject.as_ref())?;
+        let payload = payload.into();
+        if payload.len() > self.inner.max_payload {
+            return Err(Error::PayloadTooLarge {
+                len: payload.len(),
+                max: self.inner.max_payload,
+            });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (itx, irx) = oneshot::channel();
+        self.command(Command::Request {
+            subject,
+            payload,
+            reply: ReplySink::Many(tx),
+            inbox: Some(itx),
+        })
+        .await?;
+        let inbox = irx.await.map_err(|_| Error::Closed)?;
+        Ok(Replies { inbox, rx })
+    }
+
+    /// Publishes reliably without waiting, from anywhere (including `Drop`):
+    /// queued even when the command channel is full. For rare control
+    /// messages such as cancellations, not for bulk traffic.
+    pub fn publish_detached(
+        &self,
+        subject: impl AsRef<str>,
+        payload: impl Into<Bytes>,
+    ) -> Result<()> {
+        let subject = Subject::literal(subject.as_ref())?;
+        self.inner
+            .ctl
+            .send(Control::Publish {
+                subject,
+                payload: payload.into(),
+            })
+            .map_err(|_| Error::Closed)
     }
 
     /// Replies to a request message (no-op error if it has no reply subject).
@@ -339,6 +389,26 @@ impl Node {
             Some(rx) => rx.await.map_err(|_| Error::Closed)?,
             None => Ok(()),
         }
+    }
+}
+
+/// Replies to [`Node::request_many`], in arrival order.
+#[derive(Debug)]
+pub struct Replies {
+    inbox: Subject,
+    rx: mpsc::UnboundedReceiver<Result<Message>>,
+}
+
+impl Replies {
+    /// The inbox the replies are sent to (the request's reply subject).
+    pub fn inbox(&self) -> &str {
+        self.inbox.as_str()
+    }
+
+    /// The next reply; `Some(Err(NoResponders))` when nobody subscribed;
+    /// `None` once the node shut down.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        self.rx.recv().await
     }
 }
 
@@ -476,7 +546,8 @@ impl<'a> IntoFuture for Request<'a> {
                     .command(Command::Request {
                         subject,
                         payload: self.payload,
-                        reply: tx,
+                        reply: ReplySink::Once(tx),
+                        inbox: None,
                     })
                     .await?;
                 rx.await.map_err(|_| Error::Closed)?

@@ -247,3 +247,41 @@ async fn a_router_seeded_with_its_own_address_stops_dialling_it() {
     assert_eq!(proxy.accepted(), before, "kept dialling itself");
     assert!(r.status().await.unwrap().peers.is_empty());
 }
+
+#[tokio::test]
+async fn a_request_can_receive_a_stream_of_replies() {
+    let r = router(None).await;
+    let mut reqs = r.subscribe("count.to").await.unwrap();
+    let r2 = r.clone();
+    tokio::spawn(async move {
+        while let Some(m) = reqs.recv().await {
+            let n: u32 = std::str::from_utf8(m.payload()).unwrap().parse().unwrap();
+            for i in 1..=n {
+                r2.respond(&m, i.to_string()).await.unwrap();
+            }
+        }
+    });
+    let c = client(&r).await;
+    let mut replies = c.request_many("count.to", "3").await.unwrap();
+    assert!(replies.inbox().starts_with("_INBOX."));
+    for i in 1..=3u32 {
+        let m = tokio::time::timeout(WAIT, replies.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.payload(), i.to_string().as_bytes());
+    }
+    let mut none = c.request_many("count.nobody", "3").await.unwrap();
+    let err = tokio::time::timeout(WAIT, none.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::NoResponders { .. }), "{err}");
+
+    // A detached publish arrives like any other.
+    let mut sub = r.subscribe("bye").await.unwrap();
+    c.publish_detached("bye", "from drop").unwrap();
+    assert_eq!(recv(&mut sub).await.payload(), "from drop".as_bytes());
+}

@@ -58,7 +58,9 @@ pub(crate) enum Command {
     Request {
         subject: Subject,
         payload: Bytes,
-        reply: oneshot::Sender<Result<Message, Error>>,
+        reply: ReplySink,
+        /// Told the reply inbox before the request goes out (to cancel it).
+        inbox: Option<oneshot::Sender<Subject>>,
     },
     Flush {
         done: Reply,
@@ -71,12 +73,46 @@ pub(crate) enum Command {
     },
 }
 
+/// Where the replies to a request go: the first one only, or every one
+/// until the receiver is dropped (server streaming).
+pub(crate) enum ReplySink {
+    Once(oneshot::Sender<Result<Message, Error>>),
+    Many(mpsc::UnboundedSender<Result<Message, Error>>),
+}
+
+impl ReplySink {
+    fn is_closed(&self) -> bool {
+        match self {
+            ReplySink::Once(tx) => tx.is_closed(),
+            ReplySink::Many(tx) => tx.is_closed(),
+        }
+    }
+
+    fn send(self, r: Result<Message, Error>) {
+        match self {
+            ReplySink::Once(tx) => {
+                let _ = tx.send(r);
+            }
+            ReplySink::Many(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
 /// Messages that must never be lost to a full channel (sent from `Drop`
 /// and from the consumer side of a subscription).
 #[derive(Debug)]
 pub(crate) enum Control {
-    Unsubscribe { sid: u64 },
+    Unsubscribe {
+        sid: u64,
+    },
     Thaw,
+    /// A reliable publication from a place that cannot wait (a `Drop`).
+    Publish {
+        subject: Subject,
+        payload: Bytes,
+    },
 }
 
 /// A snapshot of a node's links, for tools and tests.
@@ -194,7 +230,7 @@ pub(crate) struct Engine {
     next_sid: u64,
     inbox_prefix: String,
     inbox_sid: Option<u64>,
-    requests: HashMap<u64, (Subject, oneshot::Sender<Result<Message, Error>>)>,
+    requests: HashMap<u64, (Subject, ReplySink)>,
     next_request: u64,
     blocked: VecDeque<Command>,
     /// Deliveries for subscriptions a resumed named session has not
@@ -210,6 +246,7 @@ pub(crate) struct Engine {
 /// What `Node::start` gets back.
 pub(crate) struct Started {
     pub(crate) cmd: mpsc::Sender<Command>,
+    pub(crate) ctl: mpsc::UnboundedSender<Control>,
     pub(crate) listen: Option<String>,
     pub(crate) ready: watch::Receiver<bool>,
     pub(crate) task: tokio::task::JoinHandle<()>,
@@ -339,6 +376,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
     ));
     Ok(Started {
         cmd: cmd_tx,
+        ctl: ctl_tx,
         listen: listen_str,
         ready: ready_rx,
         task,
@@ -840,7 +878,8 @@ impl Engine {
                 subject,
                 payload,
                 reply,
-            } => self.request(now, subject, payload, reply),
+                inbox,
+            } => self.request(now, subject, payload, reply, inbox),
             Command::Flush { done } => self.flush(done),
             Command::Status { done } => {
                 let _ = done.send(self.status());
@@ -859,6 +898,14 @@ impl Engine {
         match ctl {
             Control::Unsubscribe { sid } => self.unsubscribe_user(now, sid),
             Control::Thaw => self.update_freeze(),
+            Control::Publish { subject, payload } => self.publish(
+                now,
+                subject,
+                None,
+                payload,
+                Level::Reliable(Lane::Ordered),
+                None,
+            ),
         }
     }
 
@@ -1172,13 +1219,14 @@ impl Engine {
         now: Instant,
         subject: Subject,
         payload: Bytes,
-        reply: oneshot::Sender<Result<Message, Error>>,
+        reply: ReplySink,
+        inbox_tx: Option<oneshot::Sender<Subject>>,
     ) {
         if self.inbox_sid.is_none() {
             let pattern = match Subject::pattern(&format!("{}.>", self.inbox_prefix)) {
                 Ok(p) => p,
                 Err(e) => {
-                    let _ = reply.send(Err(e.into()));
+                    reply.send(Err(e.into()));
                     return;
                 }
             };
@@ -1200,10 +1248,13 @@ impl Engine {
         let inbox = match Subject::literal(&format!("{}.{token}", self.inbox_prefix)) {
             Ok(s) => s,
             Err(e) => {
-                let _ = reply.send(Err(e.into()));
+                reply.send(Err(e.into()));
                 return;
             }
         };
+        if let Some(tx) = inbox_tx {
+            let _ = tx.send(inbox.clone());
+        }
         self.requests.insert(token, (subject.clone(), reply));
         self.publish(
             now,
@@ -1225,21 +1276,30 @@ impl Engine {
     }
 
     fn on_reply(&mut self, subject: Subject, payload: Bytes) {
-        if let Some(token) = self.request_token(&subject) {
-            if let Some((_, tx)) = self.requests.remove(&token) {
-                let _ = tx.send(Ok(Message {
-                    subject,
-                    reply_to: None,
-                    payload,
-                }));
+        let Some(token) = self.request_token(&subject) else {
+            return;
+        };
+        let msg = Message {
+            subject,
+            reply_to: None,
+            payload,
+        };
+        match self.requests.remove(&token) {
+            Some((s, ReplySink::Many(tx))) => {
+                // Streams stay registered until their receiver goes away.
+                if tx.send(Ok(msg)).is_ok() {
+                    self.requests.insert(token, (s, ReplySink::Many(tx)));
+                }
             }
+            Some((_, sink)) => sink.send(Ok(msg)),
+            None => {}
         }
     }
 
     pub(crate) fn on_no_responders(&mut self, reply_to: &Subject) {
         if let Some(token) = self.request_token(reply_to) {
-            if let Some((subject, tx)) = self.requests.remove(&token) {
-                let _ = tx.send(Err(Error::NoResponders {
+            if let Some((subject, sink)) = self.requests.remove(&token) {
+                sink.send(Err(Error::NoResponders {
                     subject: subject.as_str().to_owned(),
                 }));
             }
