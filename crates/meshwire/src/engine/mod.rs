@@ -1285,12 +1285,11 @@ impl Engine {
             payload,
         };
         match self.requests.remove(&token) {
-            Some((s, ReplySink::Many(tx))) => {
-                // Streams stay registered until their receiver goes away.
-                if tx.send(Ok(msg)).is_ok() {
-                    self.requests.insert(token, (s, ReplySink::Many(tx)));
-                }
+            // Streams stay registered until their receiver goes away.
+            Some((s, ReplySink::Many(tx))) if tx.send(Ok(msg.clone())).is_ok() => {
+                self.requests.insert(token, (s, ReplySink::Many(tx)));
             }
+            Some((_, ReplySink::Many(_))) => {}
             Some((_, sink)) => sink.send(Ok(msg)),
             None => {}
         }
