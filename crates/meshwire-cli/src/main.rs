@@ -40,6 +40,10 @@ enum Command {
     Request(cmd::request::Args),
     /// Answer requests on a subject (echoes by default).
     Reply(cmd::reply::Args),
+    /// Serve a built-in demo service (echo, add, note, stats) over RPC.
+    Serve(cmd::serve::Args),
+    /// Call SERVICE.METHOD with JSON; balance, repeat, summarise.
+    Call(cmd::call::Args),
     /// Three routers in one process: pub/sub, queue groups, request/reply,
     /// and a link cut mid-stream with nothing lost.
     Demo(cmd::demo::Args),
@@ -86,6 +90,8 @@ fn main() -> ExitCode {
             Command::Sub(a) => cmd::subscribe::run(a).await,
             Command::Request(a) => cmd::request::run(a).await,
             Command::Reply(a) => cmd::reply::run(a).await,
+            Command::Serve(a) => cmd::serve::run(a).await,
+            Command::Call(a) => cmd::call::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
         }
     });

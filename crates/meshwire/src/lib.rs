@@ -59,6 +59,7 @@ mod identity;
 mod link;
 mod node;
 mod pubsub;
+pub mod rpc;
 pub mod testkit;
 mod transport;
 

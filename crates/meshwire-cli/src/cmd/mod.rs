@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
+pub(crate) mod call;
 pub(crate) mod demo;
 pub(crate) mod node;
 pub(crate) mod publish;
 pub(crate) mod reply;
 pub(crate) mod request;
+pub(crate) mod serve;
 pub(crate) mod subscribe;
 
 use meshwire::Node;

@@ -1,0 +1,65 @@
+//! What an RPC caller can get back instead of a result.
+
+/// Why a call did not produce a result. `E` is the service's own error type
+/// (what its handler returned), carried across the wire.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError<E = String> {
+    /// The deadline passed; the server dropped the handler if it was still
+    /// running. Retrying with a longer timeout may succeed.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// No live instance of the service is known.
+    #[error("no instance of service {service:?} is available; is a server running and reachable?")]
+    NoInstance {
+        /// The service.
+        service: String,
+    },
+    /// The call was cancelled.
+    #[error("the call was cancelled")]
+    Cancelled,
+    /// The service's own error.
+    #[error("the service returned an error: {0}")]
+    Application(E),
+    /// The instance does not serve this method.
+    #[error("service {service:?} has no method {method:?}")]
+    UnknownMethod {
+        /// Service.
+        service: String,
+        /// Method.
+        method: String,
+    },
+    /// The request (or the reply) did not decode as the method's type.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The server failed in a way that is not the service's own error
+    /// (a handler panicked, or the reply was malformed).
+    #[error("server error: {0}")]
+    Internal(String),
+    /// The messaging layer failed.
+    #[error("transport: {0}")]
+    Transport(#[from] crate::Error),
+}
+
+impl<E> RpcError<E> {
+    /// True when another attempt (elsewhere, or later) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RpcError::NoInstance { .. } | RpcError::Transport(_))
+    }
+
+    /// Maps the application error type.
+    pub fn map_app<F>(self, f: impl FnOnce(E) -> F) -> RpcError<F> {
+        match self {
+            RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
+            RpcError::NoInstance { service } => RpcError::NoInstance { service },
+            RpcError::Cancelled => RpcError::Cancelled,
+            RpcError::Application(e) => RpcError::Application(f(e)),
+            RpcError::UnknownMethod { service, method } => {
+                RpcError::UnknownMethod { service, method }
+            }
+            RpcError::BadRequest(m) => RpcError::BadRequest(m),
+            RpcError::Internal(m) => RpcError::Internal(m),
+            RpcError::Transport(t) => RpcError::Transport(t),
+        }
+    }
+}
