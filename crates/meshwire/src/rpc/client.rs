@@ -342,7 +342,15 @@ impl Client {
             tried.push(id);
             let started = Instant::now();
             let outcome = self.attempt(id, method, &body, &opts, deadline).await;
-            let ok = matches!(outcome, Attempt::Done(Ok(_)));
+            // Only the instance's own failures count against it (outlier
+            // ejection): the service's errors and bad requests do not.
+            let ok = !matches!(
+                outcome,
+                Attempt::InstanceLost
+                    | Attempt::Done(Err(RpcError::Internal(_)
+                        | RpcError::Transport(_)
+                        | RpcError::DeadlineExceeded))
+            );
             inner
                 .lock()
                 .balancer

@@ -82,8 +82,21 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }
 
+/// Postcard is not self-describing: bytes of another type often decode.
+/// Insisting that the value uses every byte catches most such mismatches.
+fn postcard_exact<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes(b) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(format!(
+            "{} bytes left over: the body is not of the method's type",
+            rest.len()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub(crate) fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
-    postcard::from_bytes(b).map_err(|e| e.to_string())
+    postcard_exact(b)
 }
 
 /// Encodes a body with the call's codec.
@@ -100,7 +113,7 @@ pub(crate) fn decode_body<T: serde::de::DeserializeOwned>(
     b: &[u8],
 ) -> Result<T, String> {
     match codec {
-        Codec::Binary => postcard::from_bytes(b).map_err(|e| e.to_string()),
+        Codec::Binary => postcard_exact(b),
         Codec::Json => serde_json::from_slice(b).map_err(|e| e.to_string()),
     }
 }

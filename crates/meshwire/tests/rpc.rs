@@ -1,0 +1,247 @@
+//! RPC semantics in one process: deadlines and cancellation reach the
+//! handler, errors are typed, bad input leaves the server serving.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use meshwire::balance::Policy;
+use meshwire::rpc::{Client, Context, RpcError, Service};
+use meshwire::Node;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Records when the handler future was dropped (finished or not).
+struct DropMark(Arc<Mutex<Option<Instant>>>);
+
+impl Drop for DropMark {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(Instant::now());
+    }
+}
+
+async fn mesh() -> (Node, Node, Node) {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let addr = router.listen_addr().unwrap().to_owned();
+    let server = Node::builder().connect(&addr).start().await.unwrap();
+    let caller = Node::builder().connect(&addr).start().await.unwrap();
+    (router, server, caller)
+}
+
+fn slow_service(dropped: Arc<Mutex<Option<Instant>>>) -> Service {
+    Service::new("slow").unary("sleep", true, move |_ctx: Context, ms: u64| {
+        let mark = DropMark(dropped.clone());
+        async move {
+            let _mark = mark;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_handler_is_dropped_at_the_deadline() {
+    let (_r, server, caller) = mesh().await;
+    let dropped = Arc::new(Mutex::new(None));
+    let _serving = server.serve(slow_service(dropped.clone())).await.unwrap();
+    let client = Client::builder(&caller, "slow").build().await.unwrap();
+    assert_eq!(client.instances().len(), 1);
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(300);
+    let r = client
+        .call::<u64, u64, String>("sleep", 10_000)
+        .timeout(Duration::from_millis(300))
+        .await;
+    assert!(matches!(r, Err(RpcError::DeadlineExceeded)), "{r:?}");
+    // Never success after the deadline; reported close to it.
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    // The server dropped the handler no later than the deadline (its
+    // budget is what was left when the call left the client), give or
+    // take scheduling.
+    tokio::time::timeout(WAIT, async {
+        while dropped.lock().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let at = dropped.lock().unwrap().unwrap();
+    assert!(
+        at <= deadline + Duration::from_millis(100),
+        "handler dropped {:?} after the deadline",
+        at - deadline
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_call_cancels_the_handler() {
+    let (_r, server, caller) = mesh().await;
+    let dropped = Arc::new(Mutex::new(None));
+    let _serving = server.serve(slow_service(dropped.clone())).await.unwrap();
+    let client = Client::builder(&caller, "slow").build().await.unwrap();
+    let c2 = client.clone();
+    let call = tokio::spawn(async move {
+        c2.call::<u64, u64, String>("sleep", 60_000)
+            .timeout(Duration::from_secs(60))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gave_up = Instant::now();
+    call.abort();
+    tokio::time::timeout(WAIT, async {
+        while dropped.lock().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the server dropped the handler after the caller gave up");
+    let at = dropped.lock().unwrap().unwrap();
+    assert!(at - gave_up < Duration::from_secs(2), "{:?}", at - gave_up);
+}
+
+#[tokio::test]
+async fn errors_are_typed_and_the_server_keeps_serving() {
+    let (_r, server, caller) = mesh().await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let svc = Service::new("math").unary("div", true, move |_ctx: Context, (a, b): (i64, i64)| {
+        c.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if b == 0 {
+                Err(format!("cannot divide {a} by zero"))
+            } else {
+                Ok(a / b)
+            }
+        }
+    });
+    let _serving = server.serve(svc).await.unwrap();
+    let client = Client::builder(&caller, "math").build().await.unwrap();
+
+    let ok: i64 = client
+        .call::<_, i64, String>("div", (7i64, 2i64))
+        .await
+        .unwrap();
+    assert_eq!(ok, 3);
+    let app = client.call::<_, i64, String>("div", (1i64, 0i64)).await;
+    assert!(
+        matches!(&app, Err(RpcError::Application(m)) if m.contains("zero")),
+        "{app:?}"
+    );
+    let unknown = client.call::<_, i64, String>("mul", (1i64, 2i64)).await;
+    assert!(
+        matches!(unknown, Err(RpcError::UnknownMethod { .. })),
+        "{unknown:?}"
+    );
+    // A request that does not decode as the method's type.
+    let bad = client.call::<_, i64, String>("div", "not a pair").await;
+    assert!(matches!(bad, Err(RpcError::BadRequest(_))), "{bad:?}");
+    // Malformed JSON, the CLI's path.
+    let mut opts = meshwire::rpc::CallOpts::default();
+    opts.codec = meshwire::rpc::Codec::Json;
+    let raw = client
+        .call_raw("div", b"{nope".to_vec(), opts.clone())
+        .await;
+    assert!(matches!(raw, Err(RpcError::BadRequest(_))), "{raw:?}");
+    // JSON works for the same method.
+    let (body, _, _) = client
+        .call_raw("div", b"[9,3]".to_vec(), opts)
+        .await
+        .unwrap();
+    assert_eq!(body, b"3");
+    // An unknown service: nobody to ask.
+    let none = Client::builder(&caller, "nosuch")
+        .discovery_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let r = none.call::<_, i64, String>("x", 1i64).await;
+    assert!(matches!(r, Err(RpcError::NoInstance { .. })), "{r:?}");
+    // Still serving.
+    assert_eq!(
+        client
+            .call::<_, i64, String>("div", (8i64, 2i64))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        4,
+        "bad requests never reach the handler"
+    );
+}
+
+#[tokio::test]
+async fn streams_and_metadata() {
+    let (_r, server, caller) = mesh().await;
+    let svc = Service::new("gen")
+        .server_stream("count", true, |_ctx: Context, n: u32| {
+            futures_util::stream::iter((1..=n).map(Ok::<u32, String>))
+        })
+        .unary("whoami", true, |ctx: Context, (): ()| {
+            let user = ctx.metadata().get("user").cloned().unwrap_or_default();
+            ctx.set_reply_metadata("served-by", "test");
+            async move { Ok::<_, String>(user) }
+        });
+    let _serving = server.serve(svc).await.unwrap();
+    let client = Client::builder(&caller, "gen").build().await.unwrap();
+    let mut s = client
+        .call_stream::<_, u32, String>("count", 5u32, Default::default())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(item) = s.next().await {
+        got.push(item.unwrap());
+    }
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+    let who: String = client
+        .call::<_, String, String>("whoami", ())
+        .metadata("user", "ada")
+        .await
+        .unwrap();
+    assert_eq!(who, "ada");
+}
+
+#[tokio::test]
+async fn a_stopped_instance_leaves_the_balancer_and_calls_go_on() {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let addr = router.listen_addr().unwrap().to_owned();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let n = Node::builder().connect(&addr).start().await.unwrap();
+        let s = n
+            .serve(
+                Service::new("echo").unary("echo", true, |_c: Context, v: u64| async move {
+                    Ok::<_, String>(v)
+                }),
+            )
+            .await
+            .unwrap();
+        servers.push((n, s));
+    }
+    let caller = Node::builder().connect(&addr).start().await.unwrap();
+    let client = Client::builder(&caller, "echo")
+        .balance(Policy::RoundRobin)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.instances().len(), 3);
+    for i in 0..30u64 {
+        assert_eq!(client.call::<_, u64, String>("echo", i).await.unwrap(), i);
+    }
+    // Graceful stop: a leaving heartbeat removes it at once.
+    let (_n, s) = servers.pop().unwrap();
+    s.stop().await;
+    tokio::time::timeout(WAIT, async {
+        while client.instances().len() != 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    for i in 0..30u64 {
+        assert_eq!(client.call::<_, u64, String>("echo", i).await.unwrap(), i);
+    }
+}
