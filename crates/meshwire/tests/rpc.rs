@@ -245,3 +245,49 @@ async fn a_stopped_instance_leaves_the_balancer_and_calls_go_on() {
         assert_eq!(client.call::<_, u64, String>("echo", i).await.unwrap(), i);
     }
 }
+
+#[tokio::test]
+async fn a_hedged_call_takes_the_faster_instance() {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let addr = router.listen_addr().unwrap().to_owned();
+    let mut keep = Vec::new();
+    for delay_ms in [2000u64, 0] {
+        let n = Node::builder().connect(&addr).start().await.unwrap();
+        let s = n
+            .serve(Service::new("hedge").unary(
+                "get",
+                true,
+                move |_c: Context, (): ()| async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    Ok::<_, String>(delay_ms)
+                },
+            ))
+            .await
+            .unwrap();
+        keep.push((n, s));
+    }
+    let caller = Node::builder().connect(&addr).start().await.unwrap();
+    let client = Client::builder(&caller, "hedge")
+        .balance(Policy::RoundRobin)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(client.instances().len(), 2);
+    // Whichever instance round robin picks first, every call answers fast:
+    // the slow one is hedged after 50 ms.
+    for _ in 0..4 {
+        let t = Instant::now();
+        let got: u64 = client
+            .call::<_, u64, String>("get", ())
+            .idempotent()
+            .hedge(Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(got, 0);
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}

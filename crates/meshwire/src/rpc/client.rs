@@ -2,6 +2,7 @@
 //! deadlines, cancellation on drop, idempotent failover within a retry
 //! budget.
 
+use super::detector::PhiDetector;
 use super::envelope::{self, Codec, Heartbeat, Status, ToClient, ToServer};
 use super::{Metadata, RpcError};
 use crate::balance::{Balancer, Endpoint, Policy, RetryBudget};
@@ -27,6 +28,7 @@ pub struct ClientBuilder {
     policy: Policy,
     timeout: Duration,
     detection: Duration,
+    phi_threshold: f64,
     discovery_wait: Duration,
 }
 
@@ -43,9 +45,18 @@ impl ClientBuilder {
         self
     }
 
-    /// An instance silent this long leaves the balancer (3 s).
+    /// The longest an instance may stay silent before it leaves the
+    /// balancer (3 s). Phi-accrual detection usually removes a dead
+    /// instance sooner (see [`ClientBuilder::phi_threshold`]).
     pub fn detection(mut self, d: Duration) -> Self {
         self.detection = d;
+        self
+    }
+
+    /// Suspicion level at which a silent instance is dropped (8: the
+    /// silence had about a 1e-8 chance given the heartbeats seen).
+    pub fn phi_threshold(mut self, phi: f64) -> Self {
+        self.phi_threshold = phi;
         self
     }
 
@@ -77,6 +88,7 @@ impl ClientBuilder {
         });
         let weak = Arc::downgrade(&inner);
         let detection = self.detection;
+        let phi_threshold = self.phi_threshold;
         tokio::spawn(async move {
             let mut sweep = tokio::time::interval(Duration::from_millis(100));
             loop {
@@ -90,7 +102,7 @@ impl ClientBuilder {
                     }
                     _ = sweep.tick() => {
                         let Some(inner) = weak.upgrade() else { return };
-                        inner.sweep(Instant::now(), detection);
+                        inner.sweep(Instant::now(), detection, phi_threshold);
                     }
                 }
             }
@@ -122,7 +134,7 @@ impl ClientBuilder {
 }
 
 struct Inst {
-    last_seen: Instant,
+    detector: PhiDetector,
     weight: u32,
 }
 
@@ -174,15 +186,24 @@ impl Inner {
         let changed = if hb.leaving {
             st.instances.remove(&id).is_some()
         } else {
-            match st.instances.insert(
-                id,
-                Inst {
-                    last_seen: now,
-                    weight: hb.weight,
-                },
-            ) {
-                None => true,
-                Some(old) => old.weight != hb.weight,
+            match st.instances.get_mut(&id) {
+                Some(inst) => {
+                    inst.detector.heartbeat(now);
+                    let changed = inst.weight != hb.weight;
+                    inst.weight = hb.weight;
+                    changed
+                }
+                None => {
+                    let interval = Duration::from_millis(u64::from(hb.interval_ms.max(1)));
+                    st.instances.insert(
+                        id,
+                        Inst {
+                            detector: PhiDetector::new(now, interval),
+                            weight: hb.weight,
+                        },
+                    );
+                    true
+                }
             }
         };
         if changed {
@@ -192,11 +213,15 @@ impl Inner {
         }
     }
 
-    fn sweep(&self, now: Instant, detection: Duration) {
+    /// Drops instances whose silence is too unlikely (phi above the
+    /// threshold) or longer than the detection cap.
+    fn sweep(&self, now: Instant, detection: Duration, phi_threshold: f64) {
         let mut st = self.lock();
         let before = st.instances.len();
-        st.instances
-            .retain(|_, i| now.saturating_duration_since(i.last_seen) < detection);
+        st.instances.retain(|_, i| {
+            now.saturating_duration_since(i.detector.last()) < detection
+                && i.detector.phi(now) < phi_threshold
+        });
         if st.instances.len() != before {
             tracing::info!(service = %self.service, gone = before - st.instances.len(), "instances stopped answering");
             Self::publish_endpoints(&mut st);
@@ -269,6 +294,7 @@ impl Client {
             policy: Policy::LeastLoaded,
             timeout: Duration::from_secs(5),
             detection: Duration::from_secs(3),
+            phi_threshold: 8.0,
             discovery_wait: Duration::from_secs(1),
         }
     }
@@ -341,7 +367,13 @@ impl Client {
             };
             tried.push(id);
             let started = Instant::now();
-            let outcome = self.attempt(id, method, &body, &opts, deadline).await;
+            let (id, outcome) = match opts.hedge {
+                Some(after) if opts.idempotent && tried.len() == 1 => {
+                    self.hedged(id, after, method, &body, &opts, deadline, &mut tried)
+                        .await
+                }
+                _ => (id, self.attempt(id, method, &body, &opts, deadline).await),
+            };
             // Only the instance's own failures count against it (outlier
             // ejection): the service's errors and bad requests do not.
             let ok = !matches!(
@@ -373,6 +405,72 @@ impl Client {
             }
             if Instant::now() >= deadline {
                 return Err(RpcError::DeadlineExceeded);
+            }
+        }
+    }
+
+    /// Races a first attempt against a second one started `after` later
+    /// on another instance. Returns the instance whose outcome counts; the
+    /// other attempt is dropped (and so cancelled on its server) and
+    /// closed in the balancer's books here.
+    #[allow(clippy::too_many_arguments)] // the parts of one call
+    async fn hedged(
+        &self,
+        first: NodeId,
+        after: Duration,
+        method: &str,
+        body: &[u8],
+        opts: &CallOpts,
+        deadline: Instant,
+        tried: &mut Vec<NodeId>,
+    ) -> (NodeId, Attempt) {
+        let a = self.attempt(first, method, body, opts, deadline);
+        tokio::pin!(a);
+        tokio::select! {
+            r = &mut a => return (first, r),
+            _ = tokio::time::sleep(after) => {}
+        }
+        let second = {
+            let mut st = self.inner.lock();
+            let id = st.balancer.pick(Instant::now(), opts.key.as_deref(), tried);
+            if let Some(id) = id {
+                st.balancer.on_start(id);
+            }
+            id
+        };
+        let Some(second) = second else {
+            return (first, a.await);
+        };
+        tried.push(second);
+        metrics::counter!("meshwire_rpc_hedges_total").increment(1);
+        let started = Instant::now();
+        let b = self.attempt(second, method, body, opts, deadline);
+        tokio::pin!(b);
+        let close = |loser: NodeId| {
+            // The loser was cancelled, not at fault.
+            self.inner
+                .lock()
+                .balancer
+                .on_finish(Instant::now(), loser, started.elapsed(), true);
+        };
+        tokio::select! {
+            r = &mut a => {
+                if matches!(r, Attempt::Done(Ok(_))) {
+                    close(second);
+                    (first, r)
+                } else {
+                    close(first);
+                    (second, b.await)
+                }
+            }
+            r = &mut b => {
+                if matches!(r, Attempt::Done(Ok(_))) {
+                    close(first);
+                    (second, r)
+                } else {
+                    close(second);
+                    (first, a.await)
+                }
             }
         }
     }
@@ -479,6 +577,9 @@ pub struct CallOpts {
     pub metadata: Metadata,
     /// Body encoding.
     pub codec: Codec,
+    /// For idempotent calls: if no answer came after this long, send the
+    /// call to a second instance too and take whichever answers first.
+    pub hedge: Option<Duration>,
 }
 
 /// A call being configured; `.await` it for `Result<Resp, RpcError<E>>`.
@@ -514,6 +615,14 @@ impl<Req, Resp, E> Call<'_, Req, Resp, E> {
     /// Adds a metadata entry.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.opts.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Hedges the call (idempotent calls only): after `after` without an
+    /// answer, a second instance gets it too; the first answer wins and
+    /// the other attempt is cancelled.
+    pub fn hedge(mut self, after: Duration) -> Self {
+        self.opts.hedge = Some(after);
         self
     }
 

@@ -20,6 +20,7 @@
 //! ```
 
 mod client;
+mod detector;
 mod envelope;
 mod error;
 mod server;
