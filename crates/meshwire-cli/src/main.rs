@@ -47,6 +47,8 @@ enum Command {
     /// Three routers in one process: pub/sub, queue groups, request/reply,
     /// and a link cut mid-stream with nothing lost.
     Demo(cmd::demo::Args),
+    /// Benchmarks: RPC latency and throughput, with pinning (tables or JSON).
+    Bench(cmd::bench::Args),
 }
 
 fn init_logging(filter: Option<&str>, default: &str) {
@@ -69,6 +71,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 with a usage message on bad arguments
     let default_log = match cli.command {
         Command::Node(_) => "info",
+        // The demo narrates what happens; library warnings would be noise.
+        Command::Demo(_) => "error",
         _ => "warn",
     };
     init_logging(cli.log.as_deref(), default_log);
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => cmd::serve::run(a).await,
             Command::Call(a) => cmd::call::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
+            Command::Bench(a) => cmd::bench::run(a).await,
         }
     });
     match result {

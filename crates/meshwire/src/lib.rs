@@ -66,6 +66,7 @@ mod transport;
 pub use config::NodeConfig;
 pub use engine::{PeerStatus, Status};
 pub use error::{Error, Result};
+pub use meshwire_macros::service;
 pub use meshwire_proto as proto;
 pub use meshwire_proto::wire::NodeId;
 pub use node::{Node, NodeBuilder, Publish, Replies, Request, Subscribe};

@@ -10,7 +10,7 @@ use meshwire::Node;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Run the demo: three routers, four scenes, about ten seconds.
+/// Run the demo: three routers, five scenes, a few seconds.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Messages streamed in the link-failure scene.
@@ -78,6 +78,124 @@ async fn interest(node: &Node, n: usize) -> anyhow::Result<()> {
         node.status().await.is_ok_and(|s| s.remote_interest >= n)
     })
     .await
+}
+
+/// Scene 5: typed RPC balanced over three instances, one lost mid-run.
+async fn rpc_scene(ra: &Router, rb: &Router, rc: &Router) -> anyhow::Result<()> {
+    use meshwire::rpc::{Client, Context, Service};
+    say("5. Typed RPC: balanced, with failover");
+    say("   Three instances of service `calc` (one attached to each router); a client on A");
+    say("   makes 3000 idempotent calls to calc.add, 8 in flight, least-loaded balancing.");
+    let mut instances = Vec::new();
+    for r in [ra, rb, rc] {
+        // Each instance reaches its router through a proxy of its own, so
+        // the demo can make it vanish without a goodbye (like a crash).
+        let proxy = CutProxy::bind().await?;
+        proxy.set_target(r.node.listen_addr().unwrap_or_default());
+        let node = Node::builder()
+            .connect(proxy.addr().to_string())
+            .start()
+            .await?;
+        let serving = node
+            .serve(Service::new("calc").unary(
+                "add",
+                true,
+                |_ctx: Context, (a, b): (i64, i64)| async move { Ok::<i64, String>(a + b) },
+            ))
+            .await?;
+        instances.push((r.name, node, serving, proxy));
+    }
+    let caller = ra.client().await?;
+    let client = Client::builder(&caller, "calc").build().await?;
+    // Instances announce themselves every 500 ms; wait until all three are in.
+    let c2 = client.clone();
+    wait_for("all three instances to be discovered", || {
+        let c = c2.clone();
+        async move { c.instances().len() == 3 }
+    })
+    .await?;
+    let name_of = |id: meshwire::NodeId| {
+        instances
+            .iter()
+            .find(|(_, n, _, _)| n.id() == id)
+            .map(|(r, ..)| *r)
+            .unwrap_or("?")
+    };
+    // Runs `n` calls, 8 in flight; after `cut.0` answers, partitions
+    // `cut.1` (the lost instance) while calls are still flowing.
+    let run = |client: Client, n: usize, cut: Option<(u64, CutProxy)>| async move {
+        let mut by: BTreeMap<meshwire::NodeId, u64> = BTreeMap::new();
+        let (mut ok, mut failed, mut worst) = (0u64, 0u64, Duration::ZERO);
+        let mut calls = futures_util::stream::FuturesUnordered::new();
+        for i in 0..n {
+            let c = client.clone();
+            calls.push(async move {
+                let t = Instant::now();
+                let body = serde_json::to_vec(&(i as i64, 1i64)).unwrap_or_default();
+                let mut opts = meshwire::rpc::CallOpts::default();
+                opts.idempotent = true;
+                opts.codec = meshwire::rpc::Codec::Json;
+                (c.call_raw("add", body, opts).await, t.elapsed())
+            });
+            while calls.len() >= 8 {
+                if let Some((r, took)) = futures_util::StreamExt::next(&mut calls).await {
+                    worst = worst.max(took);
+                    match r {
+                        Ok((_, _, id)) => {
+                            ok += 1;
+                            *by.entry(id).or_insert(0) += 1;
+                        }
+                        Err(_) => failed += 1,
+                    }
+                    if let Some((at, proxy)) = &cut {
+                        if ok == *at {
+                            proxy.partition();
+                        }
+                    }
+                }
+            }
+        }
+        while let Some((r, took)) = futures_util::StreamExt::next(&mut calls).await {
+            worst = worst.max(took);
+            match r {
+                Ok((_, _, id)) => {
+                    ok += 1;
+                    *by.entry(id).or_insert(0) += 1;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed, worst, by)
+    };
+    let (ok, failed, worst, by) = run(client.clone(), 3000, None).await;
+    let spread: Vec<String> = by
+        .iter()
+        .map(|(id, n)| format!("{} {n}", name_of(*id)))
+        .collect();
+    say(&format!(
+        "   {ok} ok, {failed} failed; per instance (by router): {}; slowest call {} µs",
+        spread.join(", "),
+        worst.as_micros()
+    ));
+    say("   Now, 1000 calls into 3000 more, the instance on C drops off the network (no goodbye).");
+    let lost = instances[2].3.clone();
+    let lost_id = instances[2].1.id();
+    let (ok, failed, worst, by) = run(client.clone(), 3000, Some((1000, lost))).await;
+    let after = by.get(&lost_id).copied().unwrap_or(0);
+    say(&format!(
+        "   {ok} ok, {failed} failed; C's instance answered {after} before it vanished; slowest call {} ms",
+        worst.as_millis()
+    ));
+    if failed != 0 {
+        bail!("{failed} calls failed during failover");
+    }
+    say("   Calls in flight to the lost instance went elsewhere once phi-accrual detection gave up on it.\n");
+    for (_, node, serving, _) in instances {
+        drop(serving);
+        node.shutdown().await;
+    }
+    caller.shutdown().await;
+    Ok(())
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -289,6 +407,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         bail!("delivery broke its promise: {duplicates} duplicates, {out_of_order} out of order");
     }
     say("   every message exactly once, in order, across every cut.\n");
+
+    rpc_scene(&ra, &rb, &rc).await?;
 
     for c in [pub_a, sub_c, resp, req_c, sub_a, pub_b] {
         c.shutdown().await;

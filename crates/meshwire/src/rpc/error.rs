@@ -19,7 +19,8 @@ pub enum RpcError<E = String> {
     #[error("the call was cancelled")]
     Cancelled,
     /// The service's own error.
-    #[error("the service returned an error: {0}")]
+    // Debug, not Display: any serde error type can be shown, raw bodies too.
+    #[error("the service returned an error: {0:?}")]
     Application(E),
     /// The instance does not serve this method.
     #[error("service {service:?} has no method {method:?}")]

@@ -1,0 +1,246 @@
+//! Turning measurements into output: latency histograms, the fields every
+//! result carries, the human table, the JSON object, and the progress line.
+
+use super::pin::{Pin, Placement, Side};
+use super::Stop;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Latencies in nanoseconds, up to a minute, 3 significant digits.
+pub(crate) struct Latencies {
+    hist: Histogram<u64>,
+}
+
+impl Latencies {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            hist: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        })
+    }
+
+    pub(crate) fn record(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.hist.saturating_record(ns);
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The percentiles every latency result reports.
+    pub(crate) fn percentiles(&self) -> Percentiles {
+        let us = |ns: u64| round1(ns as f64 / 1000.0);
+        Percentiles {
+            p50_us: us(self.hist.value_at_quantile(0.5)),
+            p90_us: us(self.hist.value_at_quantile(0.9)),
+            p99_us: us(self.hist.value_at_quantile(0.99)),
+            p999_us: us(self.hist.value_at_quantile(0.999)),
+            max_us: us(self.hist.max()),
+            mean_us: round1(self.hist.mean() / 1000.0),
+            min_us: us(self.hist.min()),
+        }
+    }
+}
+
+/// Rounds to one decimal (µs with 0.1 resolution).
+pub(crate) fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Latency percentiles in microseconds (one decimal).
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct Percentiles {
+    pub(crate) p50_us: f64,
+    pub(crate) p90_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) max_us: f64,
+    pub(crate) mean_us: f64,
+    pub(crate) min_us: f64,
+}
+
+impl Percentiles {
+    /// Table rows, p50 to max.
+    pub(crate) fn rows(&self) -> Vec<(String, String)> {
+        let us = |v: f64| format!("{v:.1} µs");
+        vec![
+            ("p50".into(), us(self.p50_us)),
+            ("p90".into(), us(self.p90_us)),
+            ("p99".into(), us(self.p99_us)),
+            ("p99.9".into(), us(self.p999_us)),
+            ("max".into(), us(self.max_us)),
+            ("mean".into(), us(self.mean_us)),
+        ]
+    }
+}
+
+/// What every result says first: which workload, where it ran, how.
+#[derive(Serialize, Debug, Clone)]
+pub(crate) struct Header {
+    pub(crate) workload: &'static str,
+    /// The placement used (`none` when the one asked for was unavailable).
+    pub(crate) pin: Pin,
+    pub(crate) pin_requested: Pin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) pin_note: Option<String>,
+    pub(crate) server_cpu: Option<usize>,
+    pub(crate) client_cpu: Option<usize>,
+    pub(crate) tls: bool,
+    pub(crate) size: usize,
+}
+
+impl Header {
+    pub(crate) fn new(workload: &'static str, placement: &Placement, size: usize) -> Self {
+        Self {
+            workload,
+            pin: placement.effective,
+            pin_requested: placement.requested,
+            pin_note: placement.note.clone(),
+            server_cpu: placement.cpu(Side::Server),
+            client_cpu: placement.cpu(Side::Client),
+            tls: false,
+            size,
+        }
+    }
+}
+
+/// A finished benchmark, ready to print.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    /// The one JSON object (`--json`).
+    pub(crate) json: String,
+    /// The table's first line.
+    pub(crate) title: String,
+    /// The table: label, value.
+    pub(crate) rows: Vec<(String, String)>,
+}
+
+/// Prints the table or the JSON object to stdout.
+pub(crate) fn print(out: &Outcome, json: bool) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        writeln!(stdout, "{}", out.json)?;
+    } else {
+        writeln!(stdout, "{}", out.title)?;
+        let width = out.rows.iter().map(|(k, _)| k.chars().count()).max();
+        for (k, v) in &out.rows {
+            writeln!(stdout, "  {k:<w$}  {v}", w = width.unwrap_or(0))?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Formats a rate with thousands separators: 123456.7 -> "123 457".
+pub(crate) fn rate(x: f64) -> String {
+    let n = x.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Counters a benchmark's client side updates for the progress line.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    phase: AtomicU8,
+    done: AtomicU64,
+}
+
+/// The phases of a run, as [`Progress`] shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    Setup = 0,
+    Warmup = 1,
+    Measuring = 2,
+}
+
+impl Progress {
+    pub(crate) fn phase(&self, p: Phase) {
+        self.done.store(0, Ordering::Relaxed);
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> (Phase, u64) {
+        let phase = match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Setup,
+            1 => Phase::Warmup,
+            _ => Phase::Measuring,
+        };
+        (phase, self.done.load(Ordering::Relaxed))
+    }
+
+    /// One more operation done in the current phase.
+    pub(crate) fn tick(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Awaits `fut`, drawing a progress line on stderr while it runs, if stderr
+/// is a terminal and the run takes longer than a second.
+pub(crate) async fn with_progress<T>(
+    label: &str,
+    progress: &Progress,
+    stop: Stop,
+    warmup: u64,
+    fut: impl Future<Output = T>,
+) -> T {
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut measuring_since: Option<Instant> = None;
+    let mut shown = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let fut = std::pin::pin!(fut);
+    let mut fut = fut;
+    let out = loop {
+        tokio::select! {
+            out = &mut fut => break out,
+            _ = tick.tick() => {
+                let (phase, done) = progress.load();
+                if phase == Phase::Measuring && measuring_since.is_none() {
+                    measuring_since = Some(Instant::now());
+                }
+                if !terminal || started.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let (what, fraction) = match phase {
+                    Phase::Setup => ("connecting".to_owned(), None),
+                    Phase::Warmup => (format!("warm-up {done}/{warmup}"),
+                          Some(done as f64 / warmup.max(1) as f64)),
+                    Phase::Measuring => match stop {
+                        Stop::Count(n) => (format!("{done}/{n} calls"), Some(done as f64 / n as f64)),
+                        Stop::After(d) => {
+                            let t = measuring_since.map_or(Duration::ZERO, |s| s.elapsed());
+                            (format!("{done} calls, {:.1}/{:.1} s", t.as_secs_f64(), d.as_secs_f64()),
+                             Some(t.as_secs_f64() / d.as_secs_f64()))
+                        }
+                    },
+                };
+                let bar = fraction.map_or_else(String::new, |f| {
+                    let f = f.clamp(0.0, 1.0);
+                    let filled = (f * 30.0).round() as usize;
+                    format!("[{}{}] {:>3.0}% ", "#".repeat(filled), "-".repeat(30 - filled), f * 100.0)
+                });
+                eprint!("\r\x1b[2K{label}: {bar}{what}");
+                let _ = std::io::stderr().flush();
+                shown = true;
+            }
+        }
+    };
+    if shown {
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
+    }
+    out
+}
