@@ -291,3 +291,94 @@ async fn a_hedged_call_takes_the_faster_instance() {
         );
     }
 }
+
+#[tokio::test]
+async fn reply_metadata_and_tower_layers() {
+    use tower::ServiceExt;
+    let (_r, server, caller) = mesh().await;
+    let svc = Service::new("meta").unary("hello", true, |ctx: Context, name: String| {
+        ctx.set_reply_metadata("greeter", "meshwire");
+        async move { Ok::<_, String>(format!("hello {name}")) }
+    });
+    let _serving = server.serve(svc).await.unwrap();
+    let client = Client::builder(&caller, "meta").build().await.unwrap();
+    let reply = client
+        .call::<_, String, String>("hello", "ada".to_string())
+        .with_metadata()
+        .await
+        .unwrap();
+    assert_eq!(reply.value, "hello ada");
+    assert_eq!(
+        reply.metadata.get("greeter").map(String::as_str),
+        Some("meshwire")
+    );
+    assert_eq!(reply.instance, server.id());
+
+    // The client is a tower::Service: stack a layer on it.
+    let mut opts = meshwire::rpc::CallOpts::default();
+    opts.codec = meshwire::rpc::Codec::Json;
+    let svc = tower::ServiceBuilder::new()
+        .layer(tower::layer::layer_fn(|inner| inner))
+        .service(client.clone());
+    let (body, _, _) = svc
+        .oneshot(meshwire::rpc::RawCall {
+            method: "hello".into(),
+            body: br#""tower""#.to_vec(),
+            opts,
+        })
+        .await
+        .unwrap();
+    assert_eq!(body, br#""hello tower""#);
+}
+
+#[tokio::test]
+async fn a_partitioned_instance_leaves_within_the_detection_time_and_comes_back() {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
+    proxy.set_target(router.listen_addr().unwrap());
+    let server = Node::builder()
+        .connect(proxy.addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    let _serving = server
+        .serve(
+            Service::new("flaky").unary("ping", true, |_c: Context, (): ()| async {
+                Ok::<_, String>(())
+            }),
+        )
+        .await
+        .unwrap();
+    let caller = Node::builder()
+        .connect(router.listen_addr().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder(&caller, "flaky").build().await.unwrap();
+    assert_eq!(client.instances(), vec![server.id()]);
+
+    proxy.partition();
+    let cut = Instant::now();
+    tokio::time::timeout(WAIT, async {
+        while !client.instances().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let gone_after = cut.elapsed();
+    assert!(
+        gone_after <= Duration::from_millis(3300),
+        "left after {gone_after:?}"
+    );
+
+    proxy.heal();
+    tokio::time::timeout(WAIT, async {
+        while client.instances().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the instance came back after the partition healed");
+    client.call::<_, (), String>("ping", ()).await.unwrap();
+}

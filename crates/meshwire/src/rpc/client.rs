@@ -633,6 +633,57 @@ impl<Req, Resp, E> Call<'_, Req, Resp, E> {
     }
 }
 
+/// A typed reply with what came with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply<T> {
+    /// The method's result.
+    pub value: T,
+    /// Metadata the server set (see [`super::Context::set_reply_metadata`]).
+    pub metadata: Metadata,
+    /// The instance that answered.
+    pub instance: NodeId,
+}
+
+impl<'a, Req, Resp, E> Call<'a, Req, Resp, E>
+where
+    Req: Serialize + Send + 'static,
+    Resp: DeserializeOwned + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+{
+    /// Runs the call and returns the reply's metadata and the answering
+    /// instance along with the value.
+    pub async fn with_metadata(self) -> Result<Reply<Resp>, RpcError<E>> {
+        let codec = self.opts.codec;
+        let body = envelope::encode_body(codec, &self.req).map_err(RpcError::BadRequest)?;
+        match self.client.call_raw(&self.method, body, self.opts).await {
+            Ok((b, metadata, instance)) => Ok(Reply {
+                value: envelope::decode_body::<Resp>(codec, &b)
+                    .map_err(|e| RpcError::Internal(format!("reply did not decode: {e}")))?,
+                metadata,
+                instance,
+            }),
+            Err(e) => Err(typed_error(codec, e)),
+        }
+    }
+}
+
+/// Decodes the application error of a raw call into the service's type.
+fn typed_error<E: DeserializeOwned>(codec: Codec, e: RpcError<Vec<u8>>) -> RpcError<E> {
+    match e {
+        RpcError::Application(b) => match envelope::decode_body::<E>(codec, &b) {
+            Ok(app) => RpcError::Application(app),
+            Err(e) => RpcError::Internal(format!("error did not decode: {e}")),
+        },
+        RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
+        RpcError::NoInstance { service } => RpcError::NoInstance { service },
+        RpcError::Cancelled => RpcError::Cancelled,
+        RpcError::UnknownMethod { service, method } => RpcError::UnknownMethod { service, method },
+        RpcError::BadRequest(m) => RpcError::BadRequest(m),
+        RpcError::Internal(m) => RpcError::Internal(m),
+        RpcError::Transport(t) => RpcError::Transport(t),
+    }
+}
+
 impl<'a, Req, Resp, E> IntoFuture for Call<'a, Req, Resp, E>
 where
     Req: Serialize + Send + 'static,
@@ -643,28 +694,8 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let codec = self.opts.codec;
-            let body = envelope::encode_body(codec, &self.req).map_err(RpcError::BadRequest)?;
-            let r = self.client.call_raw(&self.method, body, self.opts).await;
-            match r {
-                Ok((b, _, _)) => envelope::decode_body::<Resp>(codec, &b)
-                    .map_err(|e| RpcError::Internal(format!("reply did not decode: {e}"))),
-                Err(e) => Err(match e {
-                    RpcError::Application(b) => match envelope::decode_body::<E>(codec, &b) {
-                        Ok(app) => RpcError::Application(app),
-                        Err(e) => RpcError::Internal(format!("error did not decode: {e}")),
-                    },
-                    other => other.map_app(|_| unreachable_app()),
-                }),
-            }
-        })
+        Box::pin(async move { self.with_metadata().await.map(|r| r.value) })
     }
-}
-
-/// `map_app` on a non-application error never calls its function.
-fn unreachable_app<E>() -> E {
-    unreachable!("map_app only maps RpcError::Application")
 }
 
 impl Client {

@@ -25,7 +25,7 @@ mod envelope;
 mod error;
 mod server;
 
-pub use client::{Call, CallOpts, Client, ClientBuilder, RawCall, RpcStream};
+pub use client::{Call, CallOpts, Client, ClientBuilder, RawCall, Reply, RpcStream};
 pub use envelope::Codec;
 pub use error::RpcError;
 pub use server::{Context, Service, Serving};
