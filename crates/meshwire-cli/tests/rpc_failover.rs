@@ -48,7 +48,8 @@ fn idempotent_calls_survive_a_killed_instance() {
             "10000",
             "--concurrency",
             "8",
-            "--idempotent",
+            // No --idempotent: `serve` declares echo idempotent and the
+            // client learns that from its heartbeats.
             "--quiet",
             "--balance",
             "round-robin",

@@ -207,6 +207,11 @@ impl Node {
         self.inner.id
     }
 
+    /// The largest payload `publish` accepts.
+    pub fn max_payload(&self) -> usize {
+        self.inner.max_payload
+    }
+
     /// The bound listen address of a router (with the real port when 0 was
     /// asked for); `None` for a client.
     pub fn listen_addr(&self) -> Option<&str> {

@@ -382,3 +382,102 @@ async fn a_partitioned_instance_leaves_within_the_detection_time_and_comes_back(
     .expect("the instance came back after the partition healed");
     client.call::<_, (), String>("ping", ()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_panicking_handler_is_an_internal_error_not_a_hang() {
+    let (_r, server, caller) = mesh().await;
+    let svc = Service::new("boom")
+        .unary("now", false, |_c: Context, (): ()| async {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<u8, String>(0)
+        })
+        .server_stream("count", false, |_c: Context, (): ()| {
+            futures_util::stream::unfold(0u8, |n| async move {
+                assert!(n < 2, "stream handler bug");
+                Some((Ok::<u8, String>(n), n + 1))
+            })
+        });
+    let _serving = server.serve(svc).await.unwrap();
+    let client = Client::builder(&caller, "boom").build().await.unwrap();
+    let t = Instant::now();
+    let r = client.call::<_, u8, String>("now", ()).await;
+    assert!(
+        matches!(&r, Err(RpcError::Internal(m)) if m.contains("panicked")),
+        "{r:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let mut s = client
+        .call_stream::<_, u8, String>("count", (), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap(), 0);
+    assert_eq!(s.next().await.unwrap().unwrap(), 1);
+    let end = tokio::time::timeout(WAIT, s.next()).await.unwrap();
+    assert!(matches!(end, Some(Err(RpcError::Internal(_)))), "{end:?}");
+    // A streaming method called as unary is a typed error.
+    let r = client.call::<_, u8, String>("count", ()).await;
+    assert!(matches!(r, Err(RpcError::BadRequest(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn service_names_are_checked() {
+    let (_r, server, caller) = mesh().await;
+    for bad in ["a.b", "x*", "", "HB", "has space"] {
+        let e = server.serve(Service::new(bad)).await.unwrap_err();
+        assert!(matches!(e, meshwire::Error::Config(_)), "{bad}: {e}");
+        assert!(
+            Client::builder(&caller, bad).build().await.is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_from_a_vanished_instance_ends_with_an_error() {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
+    proxy.set_target(router.listen_addr().unwrap());
+    let server = Node::builder()
+        .connect(proxy.addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    let svc = Service::new("ticks").server_stream("tick", true, |_c: Context, (): ()| {
+        futures_util::stream::unfold(0u64, |n| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Some((Ok::<u64, String>(n), n + 1))
+        })
+    });
+    let _serving = server.serve(svc).await.unwrap();
+    let caller = Node::builder()
+        .connect(router.listen_addr().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder(&caller, "ticks").build().await.unwrap();
+    let mut s = client
+        .call_stream::<_, u64, String>("tick", (), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap(), 0);
+    proxy.partition();
+    let t = Instant::now();
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match s.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream noticed its instance was gone");
+    assert!(matches!(end, Some(Err(RpcError::Internal(_)))), "{end:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        t.elapsed()
+    );
+}

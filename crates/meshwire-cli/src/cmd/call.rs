@@ -32,8 +32,9 @@ pub(crate) struct Args {
     /// Deadline per call in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     timeout: u64,
-    /// The method is idempotent: failed calls may be retried on another
-    /// instance.
+    /// Treat the method as idempotent (retried on another instance if its
+    /// instance fails). Methods the service declares idempotent are
+    /// treated so without this flag.
     #[arg(long)]
     idempotent: bool,
     /// Print results only for failures, then the summary (implies --stats).
@@ -45,20 +46,20 @@ pub(crate) struct Args {
 }
 
 fn parse_policy(s: &str) -> Result<(Policy, Option<Vec<u8>>), UsageError> {
-    Ok(match s {
-        "round-robin" => (Policy::RoundRobin, None),
-        "random" => (Policy::Random, None),
-        "weighted" => (Policy::Weighted, None),
-        "least-loaded" => (Policy::LeastLoaded, None),
-        _ => match s.strip_prefix("hash:") {
-            Some(k) if !k.is_empty() => (Policy::ConsistentHash, Some(k.as_bytes().to_vec())),
-            _ => {
-                return Err(UsageError(format!(
-                    "--balance {s:?}: use round-robin, random, weighted, least-loaded or hash:KEY"
-                )))
-            }
-        },
-    })
+    if let Some(k) = s.strip_prefix("hash:") {
+        if !k.is_empty() {
+            return Ok((Policy::ConsistentHash, Some(k.as_bytes().to_vec())));
+        }
+    }
+    match s.parse::<Policy>() {
+        Ok(Policy::ConsistentHash) => Err(UsageError(format!(
+            "--balance {s:?}: consistent hashing needs a key: hash:KEY"
+        ))),
+        Ok(p) => Ok((p, None)),
+        Err(_) => Err(UsageError(format!(
+            "--balance {s:?}: use round-robin, random, weighted, least-loaded or hash:KEY"
+        ))),
+    }
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -153,8 +154,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
     node.shutdown().await;
-    if errors > 0 && a.count == 1 {
-        anyhow::bail!("the call failed");
+    if errors > 0 {
+        if a.count == 1 {
+            anyhow::bail!("the call failed");
+        }
+        anyhow::bail!("{errors} of {} calls failed", ok + errors);
     }
     Ok(())
 }

@@ -69,6 +69,7 @@ impl ClientBuilder {
 
     /// Starts discovery and returns the client.
     pub async fn build(self) -> crate::Result<Client> {
+        envelope::check_service_name(&self.service)?;
         let mut heartbeats = self
             .node
             .subscribe(envelope::heartbeat_subject(&self.service))
@@ -83,6 +84,7 @@ impl ClientBuilder {
                 instances: HashMap::new(),
                 overrides: HashMap::new(),
                 budget: RetryBudget::new(0.2, 10, Duration::from_secs(10)),
+                idempotent: Default::default(),
             }),
             changed,
         });
@@ -143,6 +145,8 @@ struct State {
     instances: HashMap<NodeId, Inst>,
     overrides: HashMap<NodeId, u32>,
     budget: RetryBudget,
+    /// Methods the servers declare idempotent.
+    idempotent: std::collections::HashSet<String>,
 }
 
 struct Inner {
@@ -183,6 +187,9 @@ impl Inner {
     fn on_heartbeat(&self, now: Instant, hb: Heartbeat) {
         let id = NodeId::from_bytes(hb.node);
         let mut st = self.lock();
+        if !hb.leaving {
+            st.idempotent.extend(hb.idempotent);
+        }
         let changed = if hb.leaving {
             st.instances.remove(&id).is_some()
         } else {
@@ -347,6 +354,8 @@ impl Client {
     ) -> Result<(Vec<u8>, Metadata, NodeId), RpcError<Vec<u8>>> {
         let inner = &self.inner;
         let timeout = opts.timeout.unwrap_or(inner.timeout);
+        // Idempotent if the caller says so or the service declares it.
+        let idempotent = opts.idempotent || inner.lock().idempotent.contains(method);
         let deadline = Instant::now() + timeout;
         let mut tried: Vec<NodeId> = Vec::new();
         inner.lock().budget.deposit(Instant::now());
@@ -368,7 +377,7 @@ impl Client {
             tried.push(id);
             let started = Instant::now();
             let (id, outcome) = match opts.hedge {
-                Some(after) if opts.idempotent && tried.len() == 1 => {
+                Some(after) if idempotent && tried.len() == 1 => {
                     self.hedged(id, after, method, &body, &opts, deadline, &mut tried)
                         .await
                 }
@@ -394,10 +403,16 @@ impl Client {
                     inner.forget(&id);
                 }
                 Attempt::InstanceLost => {
-                    let retry = opts.idempotent && inner.lock().budget.withdraw(Instant::now());
-                    if !retry {
+                    if !idempotent {
                         return Err(RpcError::Internal(format!(
-                            "instance {id} was lost during a call that may not be retried"
+                            "instance {id} was lost during a call to a non-idempotent method; \
+                             it was not retried (it may or may not have run)"
+                        )));
+                    }
+                    if !inner.lock().budget.withdraw(Instant::now()) {
+                        return Err(RpcError::Internal(format!(
+                            "instance {id} was lost and the retry budget is spent \
+                             (too many retries recently); not retried"
                         )));
                     }
                     metrics::counter!("meshwire_rpc_retries_total").increment(1);
@@ -432,7 +447,12 @@ impl Client {
         }
         let second = {
             let mut st = self.inner.lock();
-            let id = st.balancer.pick(Instant::now(), opts.key.as_deref(), tried);
+            // A hedge is a retry in advance: it spends the same budget.
+            let id = if st.budget.withdraw(Instant::now()) {
+                st.balancer.pick(Instant::now(), opts.key.as_deref(), tried)
+            } else {
+                None
+            };
             if let Some(id) = id {
                 st.balancer.on_start(id);
             }
@@ -453,9 +473,20 @@ impl Client {
                 .balancer
                 .on_finish(Instant::now(), loser, started.elapsed(), true);
         };
+        // A definite answer (a result, or the service's own error) ends the
+        // race; a lost instance or a transport failure waits for the other.
+        let definite = |r: &Attempt| {
+            matches!(
+                r,
+                Attempt::Done(Ok(_))
+                    | Attempt::Done(Err(RpcError::Application(_)
+                        | RpcError::BadRequest(_)
+                        | RpcError::UnknownMethod { .. }))
+            )
+        };
         tokio::select! {
             r = &mut a => {
-                if matches!(r, Attempt::Done(Ok(_))) {
+                if definite(&r) {
                     close(second);
                     (first, r)
                 } else {
@@ -464,7 +495,7 @@ impl Client {
                 }
             }
             r = &mut b => {
-                if matches!(r, Attempt::Done(Ok(_))) {
+                if definite(&r) {
                     close(first);
                     (second, r)
                 } else {
@@ -521,8 +552,14 @@ impl Client {
                         Ok(Some(Err(e))) => return Attempt::Done(Err(RpcError::Transport(e))),
                         Ok(Some(Ok(m))) => m,
                     };
-                    guard.armed = false;
-                    return Attempt::Done(decode_reply(&inner.service, method, msg.payload()));
+                    let reply = decode_reply(&inner.service, method, msg.payload());
+                    // A stream item means a streaming method called as
+                    // unary: leave the guard armed so the server stops.
+                    guard.armed = !matches!(
+                        envelope::decode::<ToClient>(msg.payload()),
+                        Ok(ToClient::Item { .. })
+                    );
+                    return Attempt::Done(reply);
                 }
                 c = gone.changed() => {
                     if c.is_err() || !inner.has(&id) {
@@ -556,8 +593,8 @@ fn decode_reply(
             Status::BadRequest => RpcError::BadRequest(message),
             Status::Internal => RpcError::Internal(message),
         }),
-        Ok(other) => Err(RpcError::Internal(format!(
-            "unexpected reply to a unary call: {other:?}"
+        Ok(ToClient::Item { .. } | ToClient::End { .. }) => Err(RpcError::BadRequest(format!(
+            "{method:?} is a streaming method: call it with call_stream"
         ))),
         Err(e) => Err(RpcError::Internal(format!("malformed reply: {e}"))),
     }
@@ -756,6 +793,10 @@ impl Client {
                 armed: true,
             };
             let mut s = RpcStream {
+                inner: inner.clone(),
+                instance: id,
+                gone: inner.changed.subscribe(),
+                metadata: Metadata::new(),
                 service: inner.service.clone(),
                 method: method.to_owned(),
                 codec,
@@ -785,6 +826,10 @@ impl Client {
 /// The items of a server-streaming call. Dropping it before the end cancels
 /// the call on the server.
 pub struct RpcStream<Item, E> {
+    inner: Arc<Inner>,
+    instance: NodeId,
+    gone: watch::Receiver<u64>,
+    metadata: Metadata,
     service: String,
     method: String,
     codec: Codec,
@@ -806,6 +851,18 @@ impl<Item, E> std::fmt::Debug for RpcStream<Item, E> {
     }
 }
 
+impl<Item, E> RpcStream<Item, E> {
+    /// Metadata the server set, available once the stream has ended.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The instance serving this stream.
+    pub fn instance(&self) -> NodeId {
+        self.instance
+    }
+}
+
 impl<Item: DeserializeOwned, E: DeserializeOwned> RpcStream<Item, E> {
     /// The next item; `None` after the last one (or after an error).
     pub async fn next(&mut self) -> Option<Result<Item, RpcError<E>>> {
@@ -823,16 +880,30 @@ impl<Item: DeserializeOwned, E: DeserializeOwned> RpcStream<Item, E> {
         if self.done {
             return None;
         }
-        let recv = self.replies.recv();
-        let r = match self.deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), recv).await {
-                Ok(r) => r,
-                Err(_) => {
+        // Wait for the next reply, the deadline, or the instance's death
+        // (a stream is never retried: items may already be consumed).
+        let deadline = self.deadline;
+        let r = loop {
+            let lost = tokio::select! {
+                r = self.replies.recv() => break r,
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     self.done = true;
                     return Some(Err(RpcError::DeadlineExceeded));
                 }
-            },
-            None => recv.await,
+                c = self.gone.changed() => c.is_err() || !self.inner.has(&self.instance),
+            };
+            if lost {
+                self.done = true;
+                return Some(Err(RpcError::Internal(format!(
+                    "instance {} was lost during the stream",
+                    self.instance
+                ))));
+            }
         };
         let msg = match r {
             None => {
@@ -847,9 +918,10 @@ impl<Item: DeserializeOwned, E: DeserializeOwned> RpcStream<Item, E> {
         };
         match envelope::decode::<ToClient>(msg.payload()) {
             Ok(ToClient::Item { body }) => Some(Ok(body)),
-            Ok(ToClient::End { .. }) => {
+            Ok(ToClient::End { metadata }) => {
                 self.done = true;
                 self.guard.armed = false;
+                self.metadata = metadata.into_iter().collect();
                 None
             }
             Ok(ToClient::Ok { body, .. }) => {

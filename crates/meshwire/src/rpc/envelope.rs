@@ -75,6 +75,26 @@ pub(crate) struct Heartbeat {
     pub(crate) leaving: bool,
     /// Milliseconds between heartbeats, so clients can size their timeout.
     pub(crate) interval_ms: u32,
+    /// Methods the service declares idempotent: clients fail them over
+    /// even when the caller did not say so.
+    pub(crate) idempotent: Vec<String>,
+}
+
+/// Checks a service name: one subject token, not one of the names the
+/// discovery subjects use.
+pub(crate) fn check_service_name(name: &str) -> Result<(), crate::Error> {
+    let bad = name.is_empty()
+        || name == "HB"
+        || name == "PROBE"
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bad {
+        return Err(crate::Error::Config(format!(
+            "service name {name:?}: use letters, digits, `-` and `_` (and not HB or PROBE)"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {

@@ -6,7 +6,7 @@ use super::Metadata;
 use crate::{Message, Node};
 use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -116,6 +116,18 @@ impl Service {
         }
     }
 
+    /// Methods marked idempotent, sorted.
+    fn idempotent_methods(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .methods
+            .iter()
+            .filter(|(_, m)| m.idempotent)
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The weight this instance advertises to weighted balancers.
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
@@ -209,6 +221,7 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct Serving {
     task: tokio::task::JoinHandle<()>,
+    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
     node: Node,
     service: String,
     weight: u32,
@@ -227,11 +240,22 @@ impl Serving {
 impl Drop for Serving {
     fn drop(&mut self) {
         self.task.abort();
+        // Calls in progress are dropped too: their callers fail over (or
+        // fail, for non-idempotent methods) instead of getting a late reply.
+        for (_, h) in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            h.abort();
+        }
         let hb = Heartbeat {
             node: *self.node.id().as_bytes(),
             weight: self.weight,
             leaving: true,
             interval_ms: HEARTBEAT.as_millis() as u32,
+            idempotent: Vec::new(),
         };
         let _ = self.node.publish_detached(
             envelope::heartbeat_subject(&self.service),
@@ -244,6 +268,7 @@ impl Node {
     /// Serves `service` from this node until the returned [`Serving`] is
     /// dropped. Clients discover it through heartbeats within a second.
     pub async fn serve(&self, service: Service) -> crate::Result<Serving> {
+        envelope::check_service_name(&service.name)?;
         let me = self.id().to_string();
         let name = service.name.clone();
         let weight = service.weight;
@@ -259,12 +284,15 @@ impl Node {
             weight,
             leaving: false,
             interval_ms: HEARTBEAT.as_millis() as u32,
+            idempotent: service.idempotent_methods(),
         }));
         // First announcement before returning, so a client started right
         // after `serve` finds this instance.
         self.publish(&hb_subject, hb.clone()).await?;
+        let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Default::default();
+        let running2 = running.clone();
         let task = tokio::spawn(async move {
-            let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Default::default();
+            let running = running2;
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tokio::select! {
@@ -284,6 +312,7 @@ impl Node {
         });
         Ok(Serving {
             task,
+            running,
             node: self.clone(),
             service: name,
             weight,
@@ -316,7 +345,12 @@ fn on_call(
     let service = service.clone();
     let running2 = running.clone();
     let inbox = reply_to.clone();
+    let max = node.max_payload();
+    // The task waits until its abort handle is registered, so a quick call
+    // cannot finish (and deregister) before it was registered.
+    let (registered_tx, registered) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let _ = registered.await;
         let reply = match call {
             Ok(ToServer::Call {
                 method,
@@ -338,7 +372,19 @@ fn on_call(
             }),
         };
         if let Some(reply) = reply {
-            let _ = node.respond(&m, envelope::encode(&reply)).await;
+            let mut bytes = envelope::encode(&reply);
+            if bytes.len() > max {
+                // Say so rather than let the caller wait for its deadline.
+                bytes = envelope::encode(&ToClient::Err {
+                    status: Status::Internal,
+                    message: format!(
+                        "the reply ({} bytes) exceeds the payload limit ({max} bytes)",
+                        bytes.len()
+                    ),
+                    body: Vec::new(),
+                });
+            }
+            let _ = node.respond(&m, bytes).await;
         }
         running2
             .lock()
@@ -349,6 +395,7 @@ fn on_call(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(inbox, task.abort_handle());
+    let _ = registered_tx.send(());
 }
 
 /// Runs one call; returns the final reply (stream items are sent here).
@@ -397,10 +444,10 @@ async fn run_call(
                     match item {
                         Ok(b) => {
                             let env = envelope::encode(&ToClient::Item { body: b });
-                            if node.publish(reply_to, env).await.is_err() {
+                            if let Err(e) = node.publish(reply_to, env).await {
                                 return ToClient::Err {
-                                    status: Status::Cancelled,
-                                    message: "node shut down".into(),
+                                    status: Status::Internal,
+                                    message: format!("could not send a stream item: {e}"),
                                     body: Vec::new(),
                                 };
                             }
@@ -410,6 +457,22 @@ async fn run_call(
                 }
                 ToClient::End {
                     metadata: take_md(&reply_md),
+                }
+            }
+        }
+    };
+    // A panicking handler answers `Internal` instead of leaving the caller
+    // to its deadline (or, for a stream without one, forever).
+    let work = async {
+        match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!("meshwire_rpc_handler_panics_total").increment(1);
+                tracing::error!(method = %method, "RPC handler panicked");
+                ToClient::Err {
+                    status: Status::Internal,
+                    message: format!("the handler of {method:?} panicked"),
+                    body: Vec::new(),
                 }
             }
         }

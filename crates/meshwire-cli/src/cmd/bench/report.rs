@@ -27,6 +27,12 @@ impl Latencies {
         self.hist.saturating_record(ns);
     }
 
+    /// Adds another set of latencies (from another task) to these.
+    pub(crate) fn merge(&mut self, other: &Latencies) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
     pub(crate) fn count(&self) -> u64 {
         self.hist.len()
     }
