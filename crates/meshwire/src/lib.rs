@@ -28,11 +28,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Typed RPC
+//!
+//! `#[meshwire::service]` on a trait of async methods gives a typed client
+//! and a server; underneath, [`rpc::Service`] and [`rpc::Client`] do the
+//! work: discovery by heartbeats, a [`balance::Policy`] per client,
+//! deadlines enforced on the server, cancellation when the caller gives
+//! up, idempotent failover within a retry budget. See `docs/RPC.md`.
+//!
 //! ## Modules
 //! | part | what |
 //! |---|---|
 //! | [`Node`], [`NodeBuilder`] | start a router or client, publish, subscribe, request |
 //! | [`Subscription`], [`Message`] | what you receive |
+//! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
+//! | [`balance`] | balancing policies, outlier ejection, retry budgets |
+//! | [`testkit`] | a TCP proxy that cuts links on demand, for tests and demos |
 //! | [`NodeConfig`] | every limit and timer, with defaults |
 //! | `engine` (private) | the one task per node that owns sessions and routing |
 //! | `link`, `transport` (private) | socket I/O: TCP and in-memory |
@@ -49,7 +60,10 @@
 //! `meshwire_best_effort_dropped_total`, `meshwire_links_up`,
 //! `meshwire_links_opened_total`, `meshwire_links_refused_total`,
 //! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
-//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`.
+//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`;
+//! for RPC `meshwire_rpc_calls_served_total`, `meshwire_rpc_cancelled_total`,
+//! `meshwire_rpc_deadline_exceeded_total`, `meshwire_rpc_handler_panics_total`,
+//! `meshwire_rpc_retries_total`, `meshwire_rpc_hedges_total`.
 
 pub mod balance;
 mod config;
