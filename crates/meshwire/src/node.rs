@@ -291,7 +291,11 @@ impl Node {
         })
         .await?;
         let inbox = irx.await.map_err(|_| Error::Closed)?;
-        Ok(Replies { inbox, rx })
+        Ok(Replies {
+            inbox,
+            rx,
+            ctl: self.inner.ctl.clone(),
+        })
     }
 
     /// Publishes reliably without waiting, from anywhere (including `Drop`):
@@ -402,6 +406,16 @@ impl Node {
 pub struct Replies {
     inbox: Subject,
     rx: mpsc::UnboundedReceiver<Result<Message>>,
+    ctl: mpsc::UnboundedSender<Control>,
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        // Deregister at once rather than wait for the engine's sweep.
+        let _ = self.ctl.send(Control::EndRequest {
+            inbox: self.inbox.clone(),
+        });
+    }
 }
 
 impl Replies {
