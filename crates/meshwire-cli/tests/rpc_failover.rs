@@ -19,6 +19,17 @@ fn serve(router: &str, name: &'static str) -> (Proc, String) {
     (p, v["node"].as_str().unwrap().to_owned())
 }
 
+/// A router and three `serve` instances of `calc`: (router, the instance
+/// that will be killed and its id, the two others).
+fn three_instances() -> (NodeProc, Proc, String, [Proc; 2]) {
+    let router = NodeProc::start_named("router", &[]);
+    let addr = router.listen.clone();
+    let (a, a_id) = serve(&addr, "serve-a");
+    let (b, _) = serve(&addr, "serve-b");
+    let (c, _) = serve(&addr, "serve-c");
+    (router, a, a_id, [b, c])
+}
+
 fn summary(done: &support::Finished) -> serde_json::Value {
     let last = done.stdout.last().cloned().unwrap_or_default();
     serde_json::from_str(&last).unwrap_or_else(|e| {
@@ -31,11 +42,8 @@ fn summary(done: &support::Finished) -> serde_json::Value {
 
 #[test]
 fn idempotent_calls_survive_a_killed_instance() {
-    let router = NodeProc::start_named("router", &[]);
+    let (router, mut a, a_id, _others) = three_instances();
     let addr = router.listen.clone();
-    let (mut a, a_id) = serve(&addr, "serve-a");
-    let (_b, _) = serve(&addr, "serve-b");
-    let (_c, _) = serve(&addr, "serve-c");
     let call = Proc::spawn(
         "call",
         &[
@@ -81,11 +89,8 @@ fn idempotent_calls_survive_a_killed_instance() {
 
 #[test]
 fn a_non_idempotent_method_never_runs_twice() {
-    let router = NodeProc::start_named("router", &[]);
+    let (router, mut a, a_id, _others) = three_instances();
     let addr = router.listen.clone();
-    let (mut a, a_id) = serve(&addr, "serve-a");
-    let (_b, _) = serve(&addr, "serve-b");
-    let (_c, _) = serve(&addr, "serve-c");
     let call = Proc::spawn(
         "call",
         &[

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A meshwire node: a router (it listens) or a client (it attaches to
-/// routers). Cheap to clone; all clones drive the same node.
+/// routers). Cheap to clone; all clones drive the same node, which stops
+/// when the last clone is dropped (or at [`Node::shutdown`]).
 ///
 /// ```no_run
 /// # async fn demo() -> meshwire::Result<()> {

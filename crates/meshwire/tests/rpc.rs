@@ -29,6 +29,77 @@ async fn mesh() -> (Node, Node, Node) {
     (router, server, caller)
 }
 
+/// A router, one server node per service (each serving it), a caller
+/// node, and a client of `name` that has discovered every instance.
+struct Cluster {
+    _router: Node,
+    servers: Vec<(Node, meshwire::rpc::Serving)>,
+    _caller: Node,
+    client: Client,
+}
+
+async fn cluster(name: &str, services: Vec<Service>, policy: Policy) -> Cluster {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let addr = router.listen_addr().unwrap().to_owned();
+    let mut servers = Vec::new();
+    for svc in services {
+        let n = Node::builder().connect(&addr).start().await.unwrap();
+        let s = n.serve(svc).await.unwrap();
+        servers.push((n, s));
+    }
+    let caller = Node::builder().connect(&addr).start().await.unwrap();
+    let client = Client::builder(&caller, name)
+        .balance(policy)
+        .build()
+        .await
+        .unwrap();
+    let want = servers.len();
+    tokio::time::timeout(WAIT, async {
+        while client.instances().len() != want {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    Cluster {
+        _router: router,
+        servers,
+        _caller: caller,
+        client,
+    }
+}
+
+/// One instance reaching its router through a proxy the test can cut,
+/// and a client of it: (router, proxy, server node, serving, caller, client).
+async fn behind_proxy(
+    name: &str,
+    svc: Service,
+) -> (
+    Node,
+    meshwire::testkit::CutProxy,
+    Node,
+    meshwire::rpc::Serving,
+    Node,
+    Client,
+) {
+    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
+    proxy.set_target(router.listen_addr().unwrap());
+    let server = Node::builder()
+        .connect(proxy.addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    let serving = server.serve(svc).await.unwrap();
+    let caller = Node::builder()
+        .connect(router.listen_addr().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder(&caller, name).build().await.unwrap();
+    (router, proxy, server, serving, caller, client)
+}
+
 fn slow_service(dropped: Arc<Mutex<Option<Instant>>>) -> Service {
     Service::new("slow").unary("sleep", true, move |_ctx: Context, ms: u64| {
         let mark = DropMark(dropped.clone());
@@ -206,33 +277,19 @@ async fn streams_and_metadata() {
 
 #[tokio::test]
 async fn a_stopped_instance_leaves_the_balancer_and_calls_go_on() {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
-    let addr = router.listen_addr().unwrap().to_owned();
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        let n = Node::builder().connect(&addr).start().await.unwrap();
-        let s = n
-            .serve(
-                Service::new("echo").unary("echo", true, |_c: Context, v: u64| async move {
-                    Ok::<_, String>(v)
-                }),
-            )
-            .await
-            .unwrap();
-        servers.push((n, s));
-    }
-    let caller = Node::builder().connect(&addr).start().await.unwrap();
-    let client = Client::builder(&caller, "echo")
-        .balance(Policy::RoundRobin)
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(client.instances().len(), 3);
+    let echo = || {
+        Service::new("echo").unary("echo", true, |_c: Context, v: u64| async move {
+            Ok::<_, String>(v)
+        })
+    };
+    // Bound whole: dropping the router or caller node would stop it.
+    let mut c = cluster("echo", vec![echo(), echo(), echo()], Policy::RoundRobin).await;
+    let client = c.client.clone();
     for i in 0..30u64 {
         assert_eq!(client.call::<_, u64, String>("echo", i).await.unwrap(), i);
     }
     // Graceful stop: a leaving heartbeat removes it at once.
-    let (_n, s) = servers.pop().unwrap();
+    let (_n, s) = c.servers.pop().unwrap();
     s.stop().await;
     tokio::time::timeout(WAIT, async {
         while client.instances().len() != 2 {
@@ -248,31 +305,14 @@ async fn a_stopped_instance_leaves_the_balancer_and_calls_go_on() {
 
 #[tokio::test]
 async fn a_hedged_call_takes_the_faster_instance() {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
-    let addr = router.listen_addr().unwrap().to_owned();
-    let mut keep = Vec::new();
-    for delay_ms in [2000u64, 0] {
-        let n = Node::builder().connect(&addr).start().await.unwrap();
-        let s = n
-            .serve(Service::new("hedge").unary(
-                "get",
-                true,
-                move |_c: Context, (): ()| async move {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    Ok::<_, String>(delay_ms)
-                },
-            ))
-            .await
-            .unwrap();
-        keep.push((n, s));
-    }
-    let caller = Node::builder().connect(&addr).start().await.unwrap();
-    let client = Client::builder(&caller, "hedge")
-        .balance(Policy::RoundRobin)
-        .build()
-        .await
-        .unwrap();
-    assert_eq!(client.instances().len(), 2);
+    let getter = |delay_ms: u64| {
+        Service::new("hedge").unary("get", true, move |_c: Context, (): ()| async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            Ok::<_, String>(delay_ms)
+        })
+    };
+    let c = cluster("hedge", vec![getter(2000), getter(0)], Policy::RoundRobin).await;
+    let client = c.client.clone();
     // Whichever instance round robin picks first, every call answers fast:
     // the slow one is hedged after 50 ms.
     for _ in 0..4 {
@@ -333,28 +373,10 @@ async fn reply_metadata_and_tower_layers() {
 
 #[tokio::test]
 async fn a_partitioned_instance_leaves_within_the_detection_time_and_comes_back() {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
-    let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
-    proxy.set_target(router.listen_addr().unwrap());
-    let server = Node::builder()
-        .connect(proxy.addr().to_string())
-        .start()
-        .await
-        .unwrap();
-    let _serving = server
-        .serve(
-            Service::new("flaky").unary("ping", true, |_c: Context, (): ()| async {
-                Ok::<_, String>(())
-            }),
-        )
-        .await
-        .unwrap();
-    let caller = Node::builder()
-        .connect(router.listen_addr().unwrap())
-        .start()
-        .await
-        .unwrap();
-    let client = Client::builder(&caller, "flaky").build().await.unwrap();
+    let ping = Service::new("flaky").unary("ping", true, |_c: Context, (): ()| async {
+        Ok::<_, String>(())
+    });
+    let (_router, proxy, server, _serving, _caller, client) = behind_proxy("flaky", ping).await;
     assert_eq!(client.instances(), vec![server.id()]);
 
     proxy.partition();
@@ -436,27 +458,13 @@ async fn service_names_are_checked() {
 
 #[tokio::test]
 async fn a_stream_from_a_vanished_instance_ends_with_an_error() {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
-    let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
-    proxy.set_target(router.listen_addr().unwrap());
-    let server = Node::builder()
-        .connect(proxy.addr().to_string())
-        .start()
-        .await
-        .unwrap();
     let svc = Service::new("ticks").server_stream("tick", true, |_c: Context, (): ()| {
         futures_util::stream::unfold(0u64, |n| async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Some((Ok::<u64, String>(n), n + 1))
         })
     });
-    let _serving = server.serve(svc).await.unwrap();
-    let caller = Node::builder()
-        .connect(router.listen_addr().unwrap())
-        .start()
-        .await
-        .unwrap();
-    let client = Client::builder(&caller, "ticks").build().await.unwrap();
+    let (_router, proxy, _server, _serving, _caller, client) = behind_proxy("ticks", svc).await;
     let mut s = client
         .call_stream::<_, u64, String>("tick", (), Default::default())
         .await
