@@ -31,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run a router node until SIGINT/SIGTERM (prints a JSON ready line).
     Node(cmd::node::Args),
+    /// Write a new node key (Ed25519, mode 0600) and print its NodeId.
+    Keygen(cmd::keygen::Args),
     /// Publish stdin lines (or generated payloads) to a topic.
     #[command(name = "pub")]
     Pub(cmd::publish::Args),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Node(a) => cmd::node::run(a).await,
+            Command::Keygen(a) => cmd::keygen::run(a),
             Command::Pub(a) => cmd::publish::run(a).await,
             Command::Sub(a) => cmd::subscribe::run(a).await,
             Command::Request(a) => cmd::request::run(a).await,

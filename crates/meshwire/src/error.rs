@@ -62,6 +62,10 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The node's TLS identity or trust configuration could not be used
+    /// (a key or trust file that cannot be read or parsed, bad CA roots).
+    #[error("security set-up: {0}")]
+    Security(#[from] crate::security::SecurityError),
 }
 
 impl Error {

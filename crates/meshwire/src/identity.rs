@@ -1,7 +1,8 @@
 //! The node's identity on disk: `DIR/node.id`, created on first start.
 //!
-//! Today the id is 16 random bytes kept as text; with authenticated links
-//! it becomes the digest of a key kept beside it.
+//! For plaintext nodes the id is 16 random bytes kept as text. A TLS node
+//! ([`NodeBuilder::tls_from_data_dir`](crate::NodeBuilder::tls_from_data_dir))
+//! uses `DIR/node.key` instead, and its id is the digest of that key.
 
 use crate::Error;
 use meshwire_proto::wire::NodeId;

@@ -44,7 +44,7 @@
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
 //! | [`testkit`] | a TCP proxy that cuts links on demand, for tests and demos |
-//! | [`security`] | Ed25519 identities, trust lists, TLS 1.3 mTLS configs (not yet wired into links) |
+//! | [`security`] | Ed25519 identities, trust lists, TLS 1.3 mTLS for TCP links (opt-in: `NodeBuilder::tls`) |
 //! | [`NodeConfig`] | every limit and timer, with defaults |
 //! | `engine` (private) | the one task per node that owns sessions and routing |
 //! | `link`, `transport` (private) | socket I/O: TCP and in-memory |

@@ -10,7 +10,7 @@
 
 use crate::transport::Stream;
 use bytes::BytesMut;
-use meshwire_proto::wire::{DecodeError, Decoder, Frame, Limits};
+use meshwire_proto::wire::{DecodeError, Decoder, Frame, Limits, NodeId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +34,9 @@ pub(crate) enum LinkInput {
         remote: String,
         /// The address we dialled; `None` for an accepted connection.
         dialed: Option<String>,
+        /// The peer's NodeId as TLS authenticated it (its key); `None` on a
+        /// plaintext link. The MWIR handshake must name the same node.
+        authenticated: Option<NodeId>,
     },
     Frames {
         conn: u64,
@@ -102,6 +105,7 @@ pub(crate) async fn start(
     limits: Limits,
     to_engine: mpsc::Sender<LinkInput>,
     dialed: Option<String>,
+    authenticated: Option<NodeId>,
 ) -> Option<oneshot::Receiver<()>> {
     let out = Arc::new(Out {
         buf: Mutex::new(BytesMut::with_capacity(64 * 1024)),
@@ -122,6 +126,7 @@ pub(crate) async fn start(
             out: out.clone(),
             remote,
             dialed,
+            authenticated,
         })
         .await
         .ok()?;

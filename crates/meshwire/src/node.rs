@@ -3,6 +3,8 @@
 use crate::config::NodeConfig;
 use crate::engine::{self, Command, Control, Level, ReplySink, Spec, Status};
 use crate::pubsub::{Message, Subscription};
+use crate::security::{Identity, Trust};
+use crate::transport::secure::LinkTls;
 use crate::transport::Addr;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -60,6 +62,14 @@ pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
     id: Option<NodeId>,
     connect_timeout: Option<Duration>,
+    tls: Option<TlsSetup>,
+}
+
+/// How a TLS node gets its identity.
+#[derive(Debug)]
+enum TlsSetup {
+    Given(Identity, Trust),
+    DataDir(Trust),
 }
 
 impl NodeBuilder {
@@ -129,14 +139,50 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs mutually authenticated TLS 1.3 on this node's TCP links, as
+    /// `identity`, admitting the peers `trust` admits (its own key always).
+    /// The node's id becomes `identity.node_id()`, and every peer's MWIR
+    /// handshake must name the node whose key TLS authenticated.
+    ///
+    /// Opt-in for now: without it links are plaintext. TLS will become the
+    /// default in a later release. In-memory (`mem:`) links stay plaintext.
+    pub fn tls(mut self, identity: Identity, trust: Trust) -> Self {
+        self.tls = Some(TlsSetup::Given(identity, trust));
+        self
+    }
+
+    /// Like [`NodeBuilder::tls`], with the identity kept in the data
+    /// directory ([`NodeBuilder::data_dir`], required): `DIR/node.key`,
+    /// created on first start and reused after.
+    pub fn tls_from_data_dir(mut self, trust: Trust) -> Self {
+        self.tls = Some(TlsSetup::DataDir(trust));
+        self
+    }
+
     /// Starts the node. A router is ready when this returns; a client has
     /// attached to a router (or this fails after the connect timeout).
     pub async fn start(self) -> Result<Node> {
-        let id = match (&self.id, &self.data_dir) {
-            (Some(id), _) => *id,
-            (None, Some(dir)) => crate::identity::load_or_create(dir)?,
-            (None, None) => NodeId(rand::random()),
+        let tls = match &self.tls {
+            None => None,
+            Some(TlsSetup::Given(identity, trust)) => Some((identity.clone(), trust)),
+            Some(TlsSetup::DataDir(trust)) => {
+                let Some(dir) = &self.data_dir else {
+                    return Err(Error::Config(
+                        "tls_from_data_dir needs a data_dir to keep the node's key in".into(),
+                    ));
+                };
+                Some((Identity::load_or_create(dir)?, trust))
+            }
         };
+        let id = match (&tls, &self.id, &self.data_dir) {
+            (Some((identity, _)), _, _) => identity.node_id(),
+            (None, Some(id), _) => *id,
+            (None, None, Some(dir)) => crate::identity::load_or_create(dir)?,
+            (None, None, None) => NodeId(rand::random()),
+        };
+        let tls = tls
+            .map(|(identity, trust)| LinkTls::new(&identity, trust))
+            .transpose()?;
         let listen = self.listen.as_deref().map(Addr::parse).transpose()?;
         let peers = self
             .peers
@@ -170,6 +216,7 @@ impl NodeBuilder {
             peers,
             connect: connect.clone(),
             session_name,
+            tls,
         })
         .await?;
         let node = Node {

@@ -40,6 +40,11 @@ pub(crate) struct Args {
     /// disconnected before anything is allocated.
     #[arg(long, value_name = "BYTES", default_value_t = meshwire::proto::wire::Limits::default().max_frame)]
     max_frame: u32,
+    /// TLS: --key FILE (default with --data DIR: DIR/node.key), --trust
+    /// FILE, --ca FILE. Any of them turns TLS on; plaintext otherwise (TLS
+    /// will become the default in a later release).
+    #[command(flatten)]
+    security: super::SecurityArgs,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -68,6 +73,17 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(adv) = &a.advertise {
         b = b.advertise(adv);
+    }
+    b = a.security.apply(b, a.data.as_deref())?;
+    if a.security.enabled() && a.security.trust.is_none() && a.security.ca.is_none() {
+        tracing::warn!(
+            "TLS without --trust or --ca admits only this node's own key; to admit peers, list their NodeIds (from `meshwire keygen`) in a file and pass --trust FILE"
+        );
+    }
+    if !a.security.enabled() {
+        tracing::info!(
+            "links are plaintext; give --key/--trust (or --ca) to run TLS (the default in a later release)"
+        );
     }
     let stop = stop_signal();
     let node = b.start().await?;

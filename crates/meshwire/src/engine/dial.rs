@@ -5,8 +5,8 @@
 use super::Engine;
 use crate::config::NodeConfig;
 use crate::link::{self, LinkInput};
+use crate::transport::secure::{self, LinkTls};
 use crate::transport::{self, Addr, Listener};
-use meshwire_proto::wire::Limits;
 use rand::Rng;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,18 +29,35 @@ pub(crate) async fn accept_loop(
     mut listener: Listener,
     mut stop: oneshot::Receiver<()>,
     ids: Arc<AtomicU64>,
-    limits: Limits,
+    cfg: Arc<NodeConfig>,
+    tls: Option<LinkTls>,
     to_engine: mpsc::Sender<LinkInput>,
 ) {
     loop {
-        let stream = tokio::select! {
+        let raw = tokio::select! {
             s = listener.accept() => s,
             _ = &mut stop => return,
         };
-        match stream {
-            Ok(stream) => {
+        match raw {
+            Ok(raw) if secure::wants_tls(&raw, tls.as_ref()) => {
+                // The TLS handshake runs in a task of its own, so a slow or
+                // stalled peer holds up neither this loop nor the engine.
                 let id = ids.fetch_add(1, Ordering::Relaxed);
-                if link::start(id, stream, limits, to_engine.clone(), None)
+                let (tls, cfg, to_engine) = (tls.clone(), cfg.clone(), to_engine.clone());
+                tokio::spawn(async move {
+                    let remote = raw.remote().to_owned();
+                    match secure::accept(raw, tls.as_ref(), cfg.handshake_timeout).await {
+                        Ok((stream, peer)) => {
+                            let _ =
+                                link::start(id, stream, cfg.limits, to_engine, None, peer).await;
+                        }
+                        Err(e) => handshake_failed(&remote, &e),
+                    }
+                });
+            }
+            Ok(raw) => {
+                let id = ids.fetch_add(1, Ordering::Relaxed);
+                if link::start(id, raw.plain(), cfg.limits, to_engine.clone(), None, None)
                     .await
                     .is_none()
                 {
@@ -56,6 +73,17 @@ pub(crate) async fn accept_loop(
         if to_engine.is_closed() {
             return;
         }
+    }
+}
+
+/// Logs and counts a failed TLS handshake; the connection is dropped.
+fn handshake_failed(remote: &str, e: &crate::security::HandshakeError) {
+    metrics::counter!("meshwire_links_refused_total").increment(1);
+    match e.peer() {
+        Some(peer) => {
+            tracing::warn!(%remote, %peer, error = %e, "TLS handshake failed; connection dropped")
+        }
+        None => tracing::warn!(%remote, error = %e, "TLS handshake failed; connection dropped"),
     }
 }
 
@@ -76,10 +104,19 @@ async fn connect_once(
     key: &str,
     cfg: &NodeConfig,
     ids: &AtomicU64,
+    tls: Option<&LinkTls>,
     to_engine: &mpsc::Sender<LinkInput>,
 ) -> Attempt {
     match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(addr)).await {
-        Ok(Ok(stream)) => {
+        Ok(Ok(raw)) => {
+            let remote = raw.remote().to_owned();
+            let (stream, peer) = match secure::connect(raw, tls, cfg.handshake_timeout).await {
+                Ok(secured) => secured,
+                Err(e) => {
+                    handshake_failed(&remote, &e);
+                    return Attempt::Failed;
+                }
+            };
             let started = Instant::now();
             let id = ids.fetch_add(1, Ordering::Relaxed);
             match link::start(
@@ -88,6 +125,7 @@ async fn connect_once(
                 cfg.limits,
                 to_engine.clone(),
                 Some(key.to_owned()),
+                peer,
             )
             .await
             {
@@ -137,6 +175,7 @@ impl Engine {
             seed,
             self.cfg.clone(),
             self.conn_ids.clone(),
+            self.tls.clone(),
             self.link_tx.clone(),
             self.linked.clone(),
         ));
@@ -160,12 +199,14 @@ impl Engine {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // what one dialler needs, each cloned from the engine
 async fn dial_loop(
     addr: Addr,
     key: String,
     seed: bool,
     cfg: Arc<NodeConfig>,
     ids: Arc<AtomicU64>,
+    tls: Option<LinkTls>,
     to_engine: mpsc::Sender<LinkInput>,
     linked: Linked,
 ) {
@@ -183,7 +224,7 @@ async fn dial_loop(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        match connect_once(&addr, &key, &cfg, &ids, &to_engine).await {
+        match connect_once(&addr, &key, &cfg, &ids, tls.as_ref(), &to_engine).await {
             Attempt::EngineGone => return,
             Attempt::Lived(lived) if lived >= STABLE => {
                 backoff = cfg.reconnect_min;
@@ -211,6 +252,7 @@ pub(crate) async fn upstream_loop(
     addrs: watch::Receiver<Vec<String>>,
     cfg: Arc<NodeConfig>,
     ids: Arc<AtomicU64>,
+    tls: Option<LinkTls>,
     to_engine: mpsc::Sender<LinkInput>,
 ) {
     let mut backoff = cfg.reconnect_min;
@@ -233,7 +275,7 @@ pub(crate) async fn upstream_loop(
                 continue;
             }
         };
-        match connect_once(&addr, &key, &cfg, &ids, &to_engine).await {
+        match connect_once(&addr, &key, &cfg, &ids, tls.as_ref(), &to_engine).await {
             Attempt::EngineGone => return,
             Attempt::Lived(lived) => {
                 // The router answered: stay with it (a session resumes

@@ -42,6 +42,8 @@ pub(crate) struct Conn {
     pub(crate) out: Arc<Out>,
     pub(crate) phase: Phase,
     pub(crate) remote: String,
+    /// The peer's NodeId as TLS authenticated it; `None` on plaintext.
+    pub(crate) authenticated: Option<NodeId>,
 }
 
 impl Conn {
@@ -79,6 +81,7 @@ impl Engine {
         out: Arc<Out>,
         remote: String,
         dialed: Option<String>,
+        authenticated: Option<NodeId>,
     ) {
         if self.shutting_down.is_some() {
             out.close();
@@ -107,7 +110,15 @@ impl Engine {
                 Phase::AwaitWelcome { deadline, addr }
             }
         };
-        self.conns.insert(conn, Conn { out, phase, remote });
+        self.conns.insert(
+            conn,
+            Conn {
+                out,
+                phase,
+                remote,
+                authenticated,
+            },
+        );
     }
 
     pub(crate) fn handshake_timeouts(&mut self, now: Instant) {
@@ -136,6 +147,25 @@ impl Engine {
             metrics::counter!("meshwire_links_refused_total").increment(1);
             tracing::warn!(remote = %c.remote, ?code, %reason, "link refused");
             send_close(&c.out, code, &reason);
+        }
+    }
+
+    /// Refuses (and returns true) when TLS authenticated this connection's
+    /// peer as another node than the one its handshake message names.
+    fn refuse_impostor(&mut self, conn: u64, claimed: NodeId) -> bool {
+        let authenticated = self.conns.get(&conn).and_then(|c| c.authenticated);
+        match authenticated {
+            Some(id) if id != claimed => {
+                self.refuse(
+                    conn,
+                    CloseCode::Refused,
+                    format!(
+                        "the link's TLS key is node {id}, but its handshake claims node {claimed}"
+                    ),
+                );
+                true
+            }
+            _ => false,
         }
     }
 
@@ -189,6 +219,9 @@ impl Engine {
     }
 
     fn on_hello(&mut self, conn: u64, h: Hello) {
+        if self.refuse_impostor(conn, h.node) {
+            return;
+        }
         if h.max_version < MIN_PROTOCOL_VERSION || h.min_version > PROTOCOL_VERSION {
             return self.refuse(
                 conn,
@@ -267,6 +300,9 @@ impl Engine {
             return;
         };
         let addr = addr.clone();
+        if self.refuse_impostor(conn, w.node) {
+            return;
+        }
         if w.version < MIN_PROTOCOL_VERSION || w.version > PROTOCOL_VERSION {
             return self.refuse(
                 conn,

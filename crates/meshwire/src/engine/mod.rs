@@ -16,6 +16,7 @@ mod router;
 use crate::config::NodeConfig;
 use crate::link::{LinkInput, OUT_HIGH_WATER};
 use crate::pubsub::{Message, SubShared, SubSink, Subscription};
+use crate::transport::secure::LinkTls;
 use crate::transport::{Addr, Listener};
 use crate::Error;
 use bytes::Bytes;
@@ -207,6 +208,8 @@ pub(crate) struct Engine {
     pub(crate) session_name: Option<Subject>,
     pub(crate) link_tx: mpsc::Sender<LinkInput>,
     pub(crate) conn_ids: Arc<AtomicU64>,
+    /// TLS for TCP links; `None`: plaintext.
+    pub(crate) tls: Option<LinkTls>,
     pub(crate) conns: HashMap<u64, handshake::Conn>,
     pub(crate) peers: HashMap<u64, Peer>,
     pub(crate) peer_by_key: HashMap<PeerKey, u64>,
@@ -266,6 +269,8 @@ pub(crate) struct Spec {
     pub(crate) peers: Vec<Addr>,
     pub(crate) connect: Vec<Addr>,
     pub(crate) session_name: Option<Subject>,
+    /// TLS for TCP links; `None`: plaintext.
+    pub(crate) tls: Option<LinkTls>,
 }
 
 pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
@@ -302,7 +307,8 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
             listener,
             stop_rx,
             conn_ids.clone(),
-            cfg.limits,
+            cfg.clone(),
+            spec.tls.clone(),
             link_tx.clone(),
         ));
     }
@@ -329,6 +335,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         session_name: spec.session_name,
         link_tx: link_tx.clone(),
         conn_ids: conn_ids.clone(),
+        tls: spec.tls.clone(),
         conns: HashMap::new(),
         peers: HashMap::new(),
         peer_by_key: HashMap::new(),
@@ -367,6 +374,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
             up_rx,
             cfg.clone(),
             conn_ids.clone(),
+            spec.tls.clone(),
             link_tx.clone(),
         ));
     }
@@ -576,7 +584,8 @@ impl Engine {
                 out,
                 remote,
                 dialed,
-            } => self.on_new_conn(now, conn, out, remote, dialed),
+                authenticated,
+            } => self.on_new_conn(now, conn, out, remote, dialed, authenticated),
             LinkInput::DialerStopped { addr } => {
                 self.dialing.remove(&addr);
             }

@@ -25,8 +25,9 @@
 //! The default [`Trust`] admits only the node's own key: a node that was
 //! told nothing admits no unknown key.
 //!
-//! This module is the foundation only: links still run in plaintext until
-//! they are wired to [`tls::accept`] and [`tls::connect`].
+//! Nodes built with [`NodeBuilder::tls`](crate::NodeBuilder::tls) run
+//! [`tls::accept`] and [`tls::connect`] on every TCP link (opt-in for now;
+//! plaintext is still the default, and `mem:` links stay plaintext).
 
 mod error;
 mod identity;

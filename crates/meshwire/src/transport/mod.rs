@@ -3,8 +3,14 @@
 //!
 //! Both yield a pair of byte streams; everything above (framing, sessions)
 //! is the same, so a test over `mem:` exercises the same code as TCP.
+//!
+//! A node built with TLS ([`NodeBuilder::tls`](crate::NodeBuilder::tls))
+//! runs mutually authenticated TLS 1.3 on its TCP connections
+//! ([`secure`]); `mem:` connections stay plaintext, since they never leave
+//! the process.
 
 pub(crate) mod mem;
+pub(crate) mod secure;
 pub(crate) mod tcp;
 
 use crate::Error;
@@ -15,6 +21,31 @@ pub(crate) struct Stream {
     pub(crate) read: Box<dyn AsyncRead + Send + Unpin>,
     pub(crate) write: Box<dyn AsyncWrite + Send + Unpin>,
     pub(crate) remote: String,
+}
+
+/// A connection before any TLS: a TCP socket still whole (so TLS can wrap
+/// it), or an already split in-memory pipe.
+pub(crate) enum Raw {
+    Tcp(tokio::net::TcpStream, String),
+    Mem(Stream),
+}
+
+impl Raw {
+    /// Who is at the other end, for logs.
+    pub(crate) fn remote(&self) -> &str {
+        match self {
+            Raw::Tcp(_, r) => r,
+            Raw::Mem(s) => &s.remote,
+        }
+    }
+
+    /// The connection as plaintext halves.
+    pub(crate) fn plain(self) -> Stream {
+        match self {
+            Raw::Tcp(s, remote) => tcp::split(s, remote),
+            Raw::Mem(s) => s,
+        }
+    }
 }
 
 /// Where to listen or dial.
@@ -73,17 +104,17 @@ impl Listener {
         }
     }
 
-    pub(crate) async fn accept(&mut self) -> std::io::Result<Stream> {
+    pub(crate) async fn accept(&mut self) -> std::io::Result<Raw> {
         match self {
-            Listener::Tcp(l) => tcp::accept(l).await,
-            Listener::Mem(l) => l.accept().await,
+            Listener::Tcp(l) => tcp::accept(l).await.map(|(s, r)| Raw::Tcp(s, r)),
+            Listener::Mem(l) => l.accept().await.map(Raw::Mem),
         }
     }
 }
 
-pub(crate) async fn connect(addr: &Addr) -> std::io::Result<Stream> {
+pub(crate) async fn connect(addr: &Addr) -> std::io::Result<Raw> {
     match addr {
-        Addr::Tcp(a) => tcp::connect(a).await,
-        Addr::Mem(name) => mem::connect(name).await,
+        Addr::Tcp(a) => tcp::connect(a).await.map(|(s, r)| Raw::Tcp(s, r)),
+        Addr::Mem(name) => mem::connect(name).await.map(Raw::Mem),
     }
 }

@@ -3,18 +3,23 @@
 use super::Stream;
 use tokio::net::{TcpListener, TcpStream};
 
-fn wrap(s: TcpStream) -> std::io::Result<Stream> {
+fn prepare(s: TcpStream) -> std::io::Result<(TcpStream, String)> {
     s.set_nodelay(true)?;
     let remote = s
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
+    Ok((s, remote))
+}
+
+/// A plaintext TCP connection as a [`Stream`].
+pub(crate) fn split(s: TcpStream, remote: String) -> Stream {
     let (r, w) = s.into_split();
-    Ok(Stream {
+    Stream {
         read: Box::new(r),
         write: Box::new(w),
         remote,
-    })
+    }
 }
 
 /// A connect burst larger than the backlog makes the kernel drop SYNs and
@@ -43,11 +48,11 @@ pub(crate) async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     }))
 }
 
-pub(crate) async fn accept(l: &TcpListener) -> std::io::Result<Stream> {
+pub(crate) async fn accept(l: &TcpListener) -> std::io::Result<(TcpStream, String)> {
     let (s, _) = l.accept().await?;
-    wrap(s)
+    prepare(s)
 }
 
-pub(crate) async fn connect(addr: &str) -> std::io::Result<Stream> {
-    wrap(TcpStream::connect(addr).await?)
+pub(crate) async fn connect(addr: &str) -> std::io::Result<(TcpStream, String)> {
+    prepare(TcpStream::connect(addr).await?)
 }

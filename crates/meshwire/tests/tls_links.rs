@@ -1,0 +1,242 @@
+//! Nodes whose TCP links run mutual TLS 1.3 (`NodeBuilder::tls`), over
+//! 127.0.0.1: trusted nodes exchange messages across routers; untrusted
+//! keys and plaintext clients are refused while the router keeps serving.
+
+#![allow(clippy::unwrap_used)] // a panic is how a test reports failure
+
+use meshwire::security::{Identity, Trust};
+use meshwire::{Error, Node};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// How long a refused client tries before `start` gives up.
+const SHORT: Duration = Duration::from_millis(1500);
+
+fn trusting(ids: &[&Identity]) -> Trust {
+    Trust::default().with_nodes(ids.iter().map(|i| i.node_id()))
+}
+
+async fn tls_router(id: &Identity, trust: Trust, peer: Option<&str>) -> Node {
+    let mut b = Node::builder().listen("127.0.0.1:0").tls(id.clone(), trust);
+    if let Some(p) = peer {
+        b = b.peer(p);
+    }
+    let node = b.start().await.expect("router starts");
+    assert_eq!(node.id(), id.node_id(), "a TLS node's id is its key's");
+    node
+}
+
+async fn tls_client(id: &Identity, trust: Trust, router: &Node) -> meshwire::Result<Node> {
+    Node::builder()
+        .connect(router.listen_addr().unwrap())
+        .tls(id.clone(), trust)
+        .connect_timeout(SHORT)
+        .start()
+        .await
+}
+
+async fn wait_remote_interest(node: &Node, n: usize) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if node.status().await.unwrap().remote_interest >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("interest propagated");
+}
+
+async fn recv(sub: &mut meshwire::Subscription) -> meshwire::Message {
+    tokio::time::timeout(WAIT, sub.recv())
+        .await
+        .expect("message in time")
+        .expect("subscription open")
+}
+
+/// A trusted client still attaches and gets its messages through.
+async fn assert_router_serves(router: &Node, id: &Identity, trust: Trust) {
+    let c = tls_client(id, trust, router)
+        .await
+        .expect("trusted client attaches");
+    let mut sub = router.subscribe("still.serving").await.unwrap();
+    c.publish("still.serving", "yes").await.unwrap();
+    assert_eq!(recv(&mut sub).await.payload(), "yes".as_bytes());
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn reliable_pubsub_across_two_tls_routers() {
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    let all: Vec<&Identity> = ids.iter().collect();
+    let trust = trusting(&all);
+    let a = tls_router(&ids[0], trust.clone(), None).await;
+    let b = tls_router(&ids[1], trust.clone(), a.listen_addr()).await;
+    let sub_client = tls_client(&ids[2], trust.clone(), &a).await.unwrap();
+    let pub_client = tls_client(&ids[3], trust.clone(), &b).await.unwrap();
+    assert_eq!(sub_client.id(), ids[2].node_id());
+
+    let mut sub = sub_client.subscribe("t.>").await.unwrap();
+    wait_remote_interest(&b, 1).await;
+    for i in 0..500u32 {
+        pub_client
+            .publish("t.x", i.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    pub_client.flush().await.unwrap();
+    for i in 0..500u32 {
+        let m = recv(&mut sub).await;
+        assert_eq!(m.payload(), i.to_string().as_bytes());
+    }
+    // The routers know each other by the ids their keys prove.
+    let peers = a.status().await.unwrap().peers;
+    assert!(peers.iter().any(|p| p.router && p.node == ids[1].node_id()));
+    for n in [pub_client, sub_client, b, a] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_key_is_refused_and_a_trusted_one_attaches() {
+    let router_id = Identity::generate().unwrap();
+    let friend = Identity::generate().unwrap();
+    let stranger = Identity::generate().unwrap();
+    let r = tls_router(&router_id, trusting(&[&friend]), None).await;
+
+    // The stranger trusts the router, but the router does not trust it.
+    let started = std::time::Instant::now();
+    let refused = tls_client(&stranger, trusting(&[&router_id]), &r).await;
+    assert!(
+        matches!(refused, Err(Error::Unreachable { .. })),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < SHORT + Duration::from_secs(3));
+    let peers = r.status().await.unwrap().peers;
+    assert!(
+        peers.iter().all(|p| p.node != stranger.node_id()),
+        "the stranger never attached: {peers:?}"
+    );
+
+    // A client that does not trust the router refuses it, too.
+    let wary = tls_client(&friend, Trust::default(), &r).await;
+    assert!(matches!(wary, Err(Error::Unreachable { .. })), "{wary:?}");
+
+    assert_router_serves(&r, &friend, trusting(&[&router_id])).await;
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plaintext_client_is_refused_by_a_tls_router() {
+    let router_id = Identity::generate().unwrap();
+    let friend = Identity::generate().unwrap();
+    let r = tls_router(&router_id, trusting(&[&friend]), None).await;
+
+    let plain = Node::builder()
+        .connect(r.listen_addr().unwrap())
+        .connect_timeout(SHORT)
+        .start()
+        .await;
+    assert!(matches!(plain, Err(Error::Unreachable { .. })), "{plain:?}");
+
+    // ... and a TLS client cannot attach to a plaintext router either.
+    let plain_router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let mismatched = tls_client(&friend, Trust::default(), &plain_router).await;
+    assert!(
+        matches!(mismatched, Err(Error::Unreachable { .. })),
+        "{mismatched:?}"
+    );
+    plain_router.shutdown().await;
+
+    assert_router_serves(&r, &friend, trusting(&[&router_id])).await;
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tls_node_in_a_data_dir_keeps_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        Node::builder()
+            .listen("127.0.0.1:0")
+            .data_dir(dir.path())
+            .tls_from_data_dir(Trust::default())
+            .start()
+    };
+    let first = start().await.unwrap();
+    let id = first.id();
+    first.shutdown().await;
+    let key = Identity::load(dir.path().join(Identity::KEY_FILE)).unwrap();
+    assert_eq!(key.node_id(), id);
+    let second = start().await.unwrap();
+    assert_eq!(second.id(), id);
+    second.shutdown().await;
+
+    let no_dir = Node::builder()
+        .listen("127.0.0.1:0")
+        .tls_from_data_dir(Trust::default())
+        .start()
+        .await;
+    assert!(matches!(no_dir, Err(Error::Config(_))), "{no_dir:?}");
+}
+
+#[tokio::test]
+async fn a_hello_naming_another_node_than_the_tls_key_is_refused() {
+    use bytes::BytesMut;
+    use meshwire::proto::wire::{
+        CloseCode, Decoder, Frame, Hello, Limits, Role, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    };
+    use meshwire::security::tls;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let router_id = Identity::generate().unwrap();
+    let friend = Identity::generate().unwrap();
+    let someone_else = Identity::generate().unwrap();
+    let r = tls_router(&router_id, trusting(&[&friend, &someone_else]), None).await;
+
+    // A trusted key whose MWIR Hello claims to be another (also trusted) node.
+    let config = tls::client_config(&friend, &trusting(&[&router_id]), None).unwrap();
+    let tcp = tokio::net::TcpStream::connect(r.listen_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut stream, server) = tls::connect(&config, tcp, WAIT).await.unwrap();
+    assert_eq!(server, router_id.node_id());
+    let hello = Frame::Hello(Hello {
+        min_version: MIN_PROTOCOL_VERSION,
+        max_version: PROTOCOL_VERSION,
+        node: someone_else.node_id(),
+        role: Role::Client,
+        session: None,
+        listen: None,
+        max_frame: Limits::default().max_frame,
+    });
+    stream.write_all(&hello.to_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+
+    let mut decoder = Decoder::new(Limits::default());
+    let mut buf = BytesMut::new();
+    let frame = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(f) = decoder.decode(&mut buf).unwrap() {
+                return Some(f);
+            }
+            if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    })
+    .await
+    .expect("the router answers in time");
+    match frame {
+        Some(Frame::Close(c)) => {
+            assert_eq!(c.code, CloseCode::Refused, "{c:?}");
+            assert!(c.reason.contains("TLS key"), "{c:?}");
+        }
+        other => panic!("expected Close(Refused), got {other:?}"),
+    }
+    let peers = r.status().await.unwrap().peers;
+    assert!(peers.is_empty(), "nobody attached: {peers:?}");
+    assert_router_serves(&r, &friend, trusting(&[&router_id])).await;
+    r.shutdown().await;
+}
