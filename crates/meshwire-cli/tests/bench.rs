@@ -66,6 +66,25 @@ fn check_latency(m: &serde_json::Map<String, Value>) {
 }
 
 #[test]
+fn tcp_latency_floor_prints_one_json_object() {
+    let m = bench_json(&[
+        "bench",
+        "tcp-latency",
+        "--count",
+        "200",
+        "--warmup",
+        "20",
+        "--json",
+        "--pin",
+        "none",
+    ]);
+    check_header(&m, "tcp-latency");
+    check_latency(&m);
+    assert_eq!(num(&m, "round_trips"), 200.0, "{m:?}");
+    assert!(num(&m, "round_trips_per_sec") > 0.0, "{m:?}");
+}
+
+#[test]
 fn rpc_latency_prints_one_json_object() {
     let m = bench_json(&[
         "bench",

@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
+mod support;
+
 use meshwire::{Error, Node};
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(10);
+use support::{recv, wait_remote_interest, WAIT};
 
 async fn router(peer: Option<&str>) -> Node {
     let mut b = Node::builder().listen("127.0.0.1:0");
@@ -22,27 +23,6 @@ async fn client(router: &Node) -> Node {
         .start()
         .await
         .expect("client attaches")
-}
-
-/// Waits until `node` sees interest from `n` remote routers' subscriptions.
-async fn wait_remote_interest(node: &Node, n: usize) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if node.status().await.unwrap().remote_interest >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("interest propagated");
-}
-
-async fn recv(sub: &mut meshwire::Subscription) -> meshwire::Message {
-    tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .expect("message in time")
-        .expect("subscription open")
 }
 
 #[tokio::test]

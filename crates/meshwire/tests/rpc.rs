@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
+mod support;
+
 use meshwire::balance::Policy;
 use meshwire::rpc::{Client, Context, RpcError, Service};
 use meshwire::Node;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(10);
+use support::{wait_instances, WAIT};
 
 /// Records when the handler future was dropped (finished or not).
 struct DropMark(Arc<Mutex<Option<Instant>>>);
@@ -53,14 +54,7 @@ async fn cluster(name: &str, services: Vec<Service>, policy: Policy) -> Cluster 
         .build()
         .await
         .unwrap();
-    let want = servers.len();
-    tokio::time::timeout(WAIT, async {
-        while client.instances().len() != want {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_instances(&client, servers.len()).await;
     Cluster {
         _router: router,
         servers,
@@ -291,13 +285,7 @@ async fn a_stopped_instance_leaves_the_balancer_and_calls_go_on() {
     // Graceful stop: a leaving heartbeat removes it at once.
     let (_n, s) = c.servers.pop().unwrap();
     s.stop().await;
-    tokio::time::timeout(WAIT, async {
-        while client.instances().len() != 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_instances(&client, 2).await;
     for i in 0..30u64 {
         assert_eq!(client.call::<_, u64, String>("echo", i).await.unwrap(), i);
     }
@@ -381,13 +369,7 @@ async fn a_partitioned_instance_leaves_within_the_detection_time_and_comes_back(
 
     proxy.partition();
     let cut = Instant::now();
-    tokio::time::timeout(WAIT, async {
-        while !client.instances().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_instances(&client, 0).await;
     let gone_after = cut.elapsed();
     assert!(
         gone_after <= Duration::from_millis(3300),
@@ -395,13 +377,7 @@ async fn a_partitioned_instance_leaves_within_the_detection_time_and_comes_back(
     );
 
     proxy.heal();
-    tokio::time::timeout(WAIT, async {
-        while client.instances().is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the instance came back after the partition healed");
+    wait_instances(&client, 1).await;
     client.call::<_, (), String>("ping", ()).await.unwrap();
 }
 

@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
+mod support;
+
 use meshwire::balance::Policy;
 use meshwire::rpc::{CallOpts, Client, Codec, Context, Service, Serving};
 use meshwire::{Node, NodeId};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use support::wait_instances;
 
 async fn instances(router: &str, weights: &[u32]) -> Vec<(Node, Serving)> {
     let mut out = Vec::new();
@@ -32,13 +34,7 @@ async fn client(node: &Node, policy: Policy, expect: usize) -> Client {
         .build()
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while c.instances().len() != expect {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_instances(&c, expect).await;
     c
 }
 
@@ -138,13 +134,7 @@ async fn consistent_hash_moves_only_the_keys_of_a_leaving_instance() {
     let (gone_node, gone) = inst.pop().unwrap();
     let gone_id = gone_node.id();
     gone.stop().await;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while c.instances().len() != 3 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_instances(&c, 3).await;
     let after = owner(c.clone()).await;
     let mut moved = 0;
     for k in 0..keys {

@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
 use meshwire::security::{Identity, Trust};
+mod support;
+
 use meshwire::{Error, Node};
 use std::time::Duration;
+use support::{recv, wait_remote_interest, WAIT};
 
-const WAIT: Duration = Duration::from_secs(10);
 /// How long a refused client tries before `start` gives up.
 const SHORT: Duration = Duration::from_millis(1500);
 
@@ -33,26 +35,6 @@ async fn tls_client(id: &Identity, trust: Trust, router: &Node) -> meshwire::Res
         .connect_timeout(SHORT)
         .start()
         .await
-}
-
-async fn wait_remote_interest(node: &Node, n: usize) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if node.status().await.unwrap().remote_interest >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("interest propagated");
-}
-
-async fn recv(sub: &mut meshwire::Subscription) -> meshwire::Message {
-    tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .expect("message in time")
-        .expect("subscription open")
 }
 
 /// A trusted client still attaches and gets its messages through.

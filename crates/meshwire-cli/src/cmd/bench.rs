@@ -14,11 +14,12 @@
 //! Layout, so that the other workloads of issue 5 slot in: [`pin`] plans
 //! and runs the pinned sides, [`report`] turns histograms into tables, JSON
 //! and the progress line, and each family of workloads has its own module
-//! ([`rpc`] now).
+//! ([`rpc`], and [`tcp`] for the floor).
 
 mod pin;
 mod report;
 mod rpc;
+mod tcp;
 
 use std::time::Duration;
 
@@ -101,6 +102,8 @@ enum Workload {
     RpcLatency(rpc::LatencyArgs),
     /// Pipelined echo RPC: N calls in flight; calls per second.
     RpcThroughput(rpc::ThroughputArgs),
+    /// The floor: serial raw TCP ping-pong, no meshwire in the path.
+    TcpLatency(tcp::LatencyArgs),
 }
 
 /// Payloads above this do not fit one message with the RPC envelope.
@@ -147,6 +150,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let out = match a.workload {
         Workload::RpcLatency(w) => rpc::latency(w, &placement).await?,
         Workload::RpcThroughput(w) => rpc::throughput(w, &placement).await?,
+        Workload::TcpLatency(w) => tcp::latency(w, &placement).await?,
     };
     report::print(&out, a.common.json)
 }

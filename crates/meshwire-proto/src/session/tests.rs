@@ -9,6 +9,9 @@ use bytes::Bytes;
 const A_EPOCH: u64 = 0xA;
 const B_EPOCH: u64 = 0xB;
 
+/// The timings these tests assert on, spelled out (not taken from
+/// `Default`) so that retuning the defaults cannot silently change what the
+/// tests check.
 fn config() -> SessionConfig {
     SessionConfig {
         recv_window: 1000,

@@ -221,6 +221,8 @@ pub(crate) struct Engine {
     pub(crate) interest: HashMap<(Subject, Option<Subject>), usize>,
     pub(crate) m_local: Matches<(u64, u64)>,
     pub(crate) m_remote: Matches<u64>,
+    /// `route`'s forwarding list, reused: (router, plain, groups).
+    pub(crate) fwd: Vec<(u64, bool, Vec<Subject>)>,
     pub(crate) rr: usize,
     pub(crate) congested: HashSet<u64>,
     frozen: bool,
@@ -346,6 +348,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         interest: HashMap::new(),
         m_local: Matches::new(),
         m_remote: Matches::new(),
+        fwd: Vec::new(),
         rr: 0,
         congested: HashSet::new(),
         frozen: false,

@@ -233,8 +233,10 @@ impl Engine {
             self.deliver(now, p, sid, level, &subject, &reply_to, &payload);
         }
         // One Forward per interested router, naming the groups it serves.
-        let mut fwd: Vec<(u64, bool, Vec<Subject>)> =
-            rm.plain.iter().map(|&r| (r, true, Vec::new())).collect();
+        // The list is kept between calls (its capacity, not its contents);
+        // a group list is allocated only when a group is forwarded.
+        let mut fwd = std::mem::take(&mut self.fwd);
+        fwd.extend(rm.plain.iter().map(|&r| (r, true, Vec::new())));
         // Queue groups: one member per group, chosen round robin over the
         // local members and the routers that have members, so work spreads
         // over the whole mesh.
@@ -268,7 +270,7 @@ impl Engine {
             li += usize::from(lg.is_some());
             ri += usize::from(rg.is_some());
         }
-        for (r, plain, groups) in fwd {
+        for (r, plain, groups) in fwd.drain(..) {
             metrics::counter!("meshwire_messages_forwarded_total").increment(1);
             self.send_to(
                 now,
@@ -283,6 +285,7 @@ impl Engine {
                 },
             );
         }
+        self.fwd = fwd;
         self.m_local = lm;
         self.m_remote = rm;
         if !matched {

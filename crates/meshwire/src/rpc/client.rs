@@ -3,7 +3,7 @@
 //! budget.
 
 use super::detector::PhiDetector;
-use super::envelope::{self, Codec, Heartbeat, Status, ToClient, ToServer};
+use super::envelope::{self, CallRef, Codec, Heartbeat, Status, ToClient, ToServer};
 use super::{Metadata, RpcError};
 use crate::balance::{Balancer, Endpoint, Policy, RetryBudget};
 use crate::{Error, Node, NodeId, Replies};
@@ -517,16 +517,12 @@ impl Client {
         let inner = &self.inner;
         let subject = envelope::instance_subject(&inner.service, &id.to_string());
         let budget = deadline.saturating_duration_since(Instant::now());
-        let env = envelope::encode(&ToServer::Call {
-            method: method.to_owned(),
+        let env = envelope::encode(&CallRef::Call {
+            method,
             budget_us: budget.as_micros().max(1) as u64,
             codec: opts.codec,
-            metadata: opts
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: body.to_vec(),
+            metadata: &opts.metadata,
+            body,
         });
         let mut gone = inner.changed.subscribe();
         let mut replies: Replies = match inner.node.request_many(&subject, env).await {
@@ -768,8 +764,8 @@ impl Client {
             };
             tried.push(id);
             let subject = envelope::instance_subject(&inner.service, &id.to_string());
-            let env = envelope::encode(&ToServer::Call {
-                method: method.to_owned(),
+            let env = envelope::encode(&CallRef::Call {
+                method,
                 budget_us: deadline
                     .map(|d| {
                         d.saturating_duration_since(Instant::now())
@@ -778,12 +774,8 @@ impl Client {
                     })
                     .unwrap_or(0),
                 codec,
-                metadata: opts
-                    .metadata
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                body: body.clone(),
+                metadata: &opts.metadata,
+                body: &body,
             });
             let replies = inner.node.request_many(&subject, env).await?;
             let guard = CancelGuard {

@@ -46,6 +46,31 @@ pub(crate) enum ToServer {
     Cancel { inbox: String },
 }
 
+/// The `Call` variant of [`ToServer`], encoded from borrowed parts: the
+/// client sends the same body to each instance it tries without copying it
+/// or collecting its metadata first. Postcard writes exactly the bytes of
+/// `ToServer::Call` (variant 0; a map and a byte slice encode like a `Vec`
+/// of pairs and a `Vec<u8>`), which a test holds it to.
+#[derive(Debug, Serialize)]
+pub(crate) enum CallRef<'a> {
+    Call {
+        method: &'a str,
+        budget_us: u64,
+        codec: Codec,
+        metadata: &'a super::Metadata,
+        #[serde(with = "bytes_ref")]
+        body: &'a [u8],
+    },
+}
+
+/// Serialises a byte slice as postcard's bytes (varint length + bytes),
+/// the same encoding a `Vec<u8>` gets.
+mod bytes_ref {
+    pub(super) fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+}
+
 /// Instance → client (to the call's reply inbox).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ToClient {
@@ -164,6 +189,16 @@ mod tests {
             body: b"{\"a\":1}".to_vec(),
         };
         assert_eq!(decode::<ToServer>(&encode(&call)).unwrap(), call);
+        // The borrowed form encodes to the very same bytes.
+        let metadata: super::super::Metadata = [("k".to_owned(), "v".to_owned())].into();
+        let borrowed = CallRef::Call {
+            method: "add",
+            budget_us: 1500,
+            codec: Codec::Json,
+            metadata: &metadata,
+            body: b"{\"a\":1}",
+        };
+        assert_eq!(encode(&borrowed), encode(&call));
         for garbage in [&b""[..], b"\xff\xff\xff", b"\x05abc"] {
             assert!(decode::<ToServer>(garbage).is_err());
         }

@@ -106,6 +106,22 @@ fn reply_body<T: Serialize>(codec: Codec, v: &T) -> Result<Vec<u8>, Failure> {
     envelope::encode_body(codec, v).map_err(|e| Failure::new(Status::Internal, e))
 }
 
+/// What a handler returned, encoded for the reply: its value, or its own
+/// error as an `Application` failure.
+fn handler_result<T: Serialize, E: Serialize>(
+    codec: Codec,
+    r: Result<T, E>,
+) -> Result<Vec<u8>, Failure> {
+    match r {
+        Ok(v) => reply_body(codec, &v),
+        Err(e) => Err(Failure {
+            status: Status::Application,
+            message: String::new(),
+            body: reply_body(codec, &e)?,
+        }),
+    }
+}
+
 impl Service {
     /// A service named `name` (a subject token: letters, digits, `-`, `_`).
     pub fn new(name: impl Into<String>) -> Self {
@@ -160,14 +176,7 @@ impl Service {
             Box::pin(async move {
                 let req: Req = envelope::decode_body(codec, &body)
                     .map_err(|e| Failure::new(Status::BadRequest, e))?;
-                match f(ctx, req).await {
-                    Ok(resp) => reply_body(codec, &resp),
-                    Err(e) => Err(Failure {
-                        status: Status::Application,
-                        message: String::new(),
-                        body: reply_body(codec, &e)?,
-                    }),
-                }
+                handler_result(codec, f(ctx, req).await)
             })
         });
         self.methods.insert(
@@ -192,14 +201,7 @@ impl Service {
         let handler: Streaming = Arc::new(move |ctx, body, codec| {
             let req: Req = envelope::decode_body(codec, &body)
                 .map_err(|e| Failure::new(Status::BadRequest, e))?;
-            let s = f(ctx, req).map(move |item| match item {
-                Ok(v) => reply_body(codec, &v),
-                Err(e) => Err(Failure {
-                    status: Status::Application,
-                    message: String::new(),
-                    body: reply_body(codec, &e)?,
-                }),
-            });
+            let s = f(ctx, req).map(move |item| handler_result(codec, item));
             Ok(Box::pin(s) as BoxStream<_>)
         });
         self.methods.insert(
@@ -346,11 +348,11 @@ fn on_call(
     let running2 = running.clone();
     let inbox = reply_to.clone();
     let max = node.max_payload();
-    // The task waits until its abort handle is registered, so a quick call
-    // cannot finish (and deregister) before it was registered.
-    let (registered_tx, registered) = tokio::sync::oneshot::channel::<()>();
+    // Spawned and registered under the map's lock: the task deregisters
+    // under the same lock as its last step, so even a call that finishes at
+    // once cannot deregister before it was registered (no leaked entry).
+    let mut map = running.lock().unwrap_or_else(|e| e.into_inner());
     let task = tokio::spawn(async move {
-        let _ = registered.await;
         let reply = match call {
             Ok(ToServer::Call {
                 method,
@@ -391,11 +393,7 @@ fn on_call(
             .unwrap_or_else(|e| e.into_inner())
             .remove(&reply_to);
     });
-    running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(inbox, task.abort_handle());
-    let _ = registered_tx.send(());
+    map.insert(inbox, task.abort_handle());
 }
 
 /// Runs one call; returns the final reply (stream items are sent here).
