@@ -62,14 +62,21 @@ pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
     id: Option<NodeId>,
     connect_timeout: Option<Duration>,
-    tls: Option<TlsSetup>,
+    security: Security,
 }
 
-/// How a TLS node gets its identity.
-#[derive(Debug)]
-enum TlsSetup {
+/// What protects the node's links.
+#[derive(Debug, Default)]
+enum Security {
+    /// Nothing said: plaintext for now (TLS will become the default).
+    #[default]
+    Default,
+    /// TLS as this identity.
     Given(Identity, Trust),
+    /// TLS with the identity kept in the data directory.
     DataDir(Trust),
+    /// Plaintext, asked for.
+    Insecure,
 }
 
 impl NodeBuilder {
@@ -147,7 +154,7 @@ impl NodeBuilder {
     /// Opt-in for now: without it links are plaintext. TLS will become the
     /// default in a later release. In-memory (`mem:`) links stay plaintext.
     pub fn tls(mut self, identity: Identity, trust: Trust) -> Self {
-        self.tls = Some(TlsSetup::Given(identity, trust));
+        self.security = Security::Given(identity, trust);
         self
     }
 
@@ -155,17 +162,33 @@ impl NodeBuilder {
     /// directory ([`NodeBuilder::data_dir`], required): `DIR/node.key`,
     /// created on first start and reused after.
     pub fn tls_from_data_dir(mut self, trust: Trust) -> Self {
-        self.tls = Some(TlsSetup::DataDir(trust));
+        self.security = Security::DataDir(trust);
+        self
+    }
+
+    /// Plaintext links: no encryption, no authentication. For a network
+    /// you trust completely, or to compare costs; a warning is logged at
+    /// start. Both ends of a link must agree: a TLS node refuses a
+    /// plaintext peer, and the reverse.
+    pub fn insecure(mut self) -> Self {
+        self.security = Security::Insecure;
         self
     }
 
     /// Starts the node. A router is ready when this returns; a client has
     /// attached to a router (or this fails after the connect timeout).
     pub async fn start(self) -> Result<Node> {
-        let tls = match &self.tls {
-            None => None,
-            Some(TlsSetup::Given(identity, trust)) => Some((identity.clone(), trust)),
-            Some(TlsSetup::DataDir(trust)) => {
+        let tls = match &self.security {
+            Security::Default => None,
+            Security::Insecure => {
+                tracing::warn!(
+                    "links are plaintext (insecure): anyone on the network can read, alter \
+                     and inject traffic"
+                );
+                None
+            }
+            Security::Given(identity, trust) => Some((identity.clone(), trust)),
+            Security::DataDir(trust) => {
                 let Some(dir) = &self.data_dir else {
                     return Err(Error::Config(
                         "tls_from_data_dir needs a data_dir to keep the node's key in".into(),

@@ -4,7 +4,8 @@
 
 use meshwire::security::tls::{self, rustls, ClientTlsStream, ServerTlsStream};
 use meshwire::security::{
-    node_id_of, node_name, HandshakeError, Identity, NodeId, Refusal, SecurityError, Trust,
+    node_id_of, node_name, Authority, HandshakeError, Identity, NodeId, Refusal, SecurityError,
+    Trust,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -311,46 +312,27 @@ async fn a_client_that_never_speaks_is_dropped_at_the_handshake_timeout() {
 
 // ---- CA mode -------------------------------------------------------------
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    fn trust(&self) -> Trust {
-        Trust::Ca(vec![self.cert.der().clone()])
-    }
-
-    /// Certifies `identity`'s key under `names`, and has it present that.
-    fn certify_as(&self, identity: &Identity, names: Vec<String>) -> Identity {
-        let params = rcgen::CertificateParams::new(names).unwrap();
-        let leaf = params
-            .signed_by(&Ed25519Key(*identity.public_key()), &self.cert, &self.key)
-            .unwrap();
-        identity
-            .clone()
-            .with_certificate_chain(vec![leaf.der().clone()])
-            .unwrap()
-    }
-
-    fn certify(&self, identity: &Identity) -> Identity {
-        self.certify_as(identity, vec![node_name(identity.node_id())])
-    }
+/// A CA that certifies keys under whatever names it is given (a careless
+/// or hostile one, which `Authority` never is): each identity with its
+/// names, and the trust in that CA.
+fn certify_as(requests: Vec<(Identity, Vec<String>)>) -> (Vec<Identity>, Trust) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root = params.self_signed(&key).unwrap();
+    let certified = requests
+        .into_iter()
+        .map(|(identity, names)| {
+            let leaf = rcgen::CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&Ed25519Key(*identity.public_key()), &root, &key)
+                .unwrap();
+            identity
+                .with_certificate_chain(vec![leaf.der().clone()])
+                .unwrap()
+        })
+        .collect();
+    (certified, Trust::Ca(vec![root.der().clone()]))
 }
 
 /// A bare Ed25519 public key, as rcgen signs it (what a CA gets from a CSR).
@@ -367,9 +349,9 @@ impl rcgen::PublicKeyData for Ed25519Key {
 
 #[tokio::test]
 async fn nodes_certified_by_the_same_ca_connect() {
-    let ca = Ca::new("acme mesh CA");
-    let a = ca.certify(&Identity::generate().unwrap());
-    let b = ca.certify(&Identity::generate().unwrap());
+    let ca = Authority::generate("acme mesh CA").unwrap();
+    let a = ca.issue().unwrap();
+    let b = ca.issue().unwrap();
     let server = tls::server_config(&a, &ca.trust()).unwrap();
     let client = tls::client_config(&b, &ca.trust(), Some(a.node_id())).unwrap();
     let (server_side, client_side) = handshake(server, client).await;
@@ -379,10 +361,10 @@ async fn nodes_certified_by_the_same_ca_connect() {
 
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_in_ca_mode() {
-    let ours = Ca::new("acme mesh CA");
-    let theirs = Ca::new("someone else's CA");
-    let a = ours.certify(&Identity::generate().unwrap());
-    let b = theirs.certify(&Identity::generate().unwrap());
+    let ours = Authority::generate("acme mesh CA").unwrap();
+    let theirs = Authority::generate("someone else's CA").unwrap();
+    let a = ours.issue().unwrap();
+    let b = theirs.issue().unwrap();
 
     // A client certified by the other CA (that would accept our server),
     // against our server.
@@ -410,16 +392,20 @@ async fn a_certificate_from_another_ca_is_refused_in_ca_mode() {
 
 #[tokio::test]
 async fn a_ca_certificate_must_name_the_node_of_its_key() {
-    let ca = Ca::new("acme mesh CA");
-    let a = ca.certify(&Identity::generate().unwrap());
     let other = Identity::generate().unwrap();
-    // Certified by the right CA, but for a name that is not its NodeId.
-    let b = ca.certify_as(
-        &Identity::generate().unwrap(),
-        vec![node_name(other.node_id())],
-    );
-    let server = tls::server_config(&a, &ca.trust()).unwrap();
-    let client = tls::client_config(&b, &ca.trust(), None).unwrap();
+    // Certified by the trusted CA, but for a name that is not its NodeId.
+    let a = Identity::generate().unwrap();
+    let a_name = vec![node_name(a.node_id())];
+    let (ids, trust) = certify_as(vec![
+        (a, a_name),
+        (
+            Identity::generate().unwrap(),
+            vec![node_name(other.node_id())],
+        ),
+    ]);
+    let (a, b) = (&ids[0], &ids[1]);
+    let server = tls::server_config(a, &trust).unwrap();
+    let client = tls::client_config(b, &trust, None).unwrap();
     let (server_side, _) = handshake(server, client).await;
     let err = server_side.unwrap_err();
     assert!(

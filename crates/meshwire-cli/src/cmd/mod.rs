@@ -72,6 +72,10 @@ pub(crate) struct SecurityArgs {
     /// presented instead of the self-signed one; for --ca mode.
     #[arg(long, value_name = "FILE", requires = "key")]
     pub(crate) cert: Option<PathBuf>,
+    /// Plaintext links: no encryption, no authentication. Both ends must
+    /// agree; a warning is logged at start.
+    #[arg(long, conflicts_with_all = ["key", "trust", "ca", "cert"])]
+    pub(crate) insecure: bool,
 }
 
 impl SecurityArgs {
@@ -83,6 +87,9 @@ impl SecurityArgs {
     /// Adds TLS to `b` when asked for. `data` is the node's data directory,
     /// where its key is kept when no --key is given.
     pub(crate) fn apply(&self, b: NodeBuilder, data: Option<&Path>) -> anyhow::Result<NodeBuilder> {
+        if self.insecure {
+            return Ok(b.insecure());
+        }
         if !self.enabled() {
             return Ok(b);
         }

@@ -19,6 +19,7 @@
 //! |---|---|
 //! | [`Identity`], [`node_id_of`] | the key pair, its NodeId, its certificate; key files |
 //! | [`Trust`] | who is admitted: trust files, CA roots |
+//! | [`Authority`] | an in-memory CA that certifies the nodes of a test, demo or example |
 //! | [`tls`] | rustls configurations (TLS 1.3 only, mutual auth) and handshake helpers |
 //! | [`SecurityError`], [`HandshakeError`], [`Refusal`] | set-up errors, per-connection errors, why a peer was turned away |
 //!
@@ -29,12 +30,14 @@
 //! [`tls::accept`] and [`tls::connect`] on every TCP link (opt-in for now;
 //! plaintext is still the default, and `mem:` links stay plaintext).
 
+mod authority;
 mod error;
 mod identity;
 pub mod tls;
 mod trust;
 mod verifier;
 
+pub use authority::Authority;
 pub use error::{HandshakeError, Refusal, SecurityError};
 pub use identity::{node_id_of, node_name, Identity, NAME_SUFFIX};
 pub use meshwire_proto::wire::NodeId;
