@@ -389,6 +389,7 @@ fn pubsub_exchange(addr: &str, topic: &str, n: u64) -> u32 {
         "sub",
         &[
             "sub",
+            "--insecure",
             "--connect",
             addr,
             "--topic",
@@ -408,6 +409,7 @@ fn pubsub_exchange(addr: &str, topic: &str, n: u64) -> u32 {
         let p = run(
             &[
                 "pub",
+                "--insecure",
                 "--connect",
                 addr,
                 "--topic",
@@ -461,7 +463,9 @@ fn pubsub_exchange(addr: &str, topic: &str, n: u64) -> u32 {
 #[test]
 fn garbage_oversize_and_idle_connections_do_not_disturb_service() {
     let handshake_timeout = Duration::from_millis(500);
-    let mut node = NodeProc::start(&["--handshake-timeout", "500"]);
+    // Plaintext, so these attacks reach the meshwire decoder (the TLS
+    // layer in front of it has tests of its own).
+    let mut node = NodeProc::start(&["--insecure", "--handshake-timeout", "500"]);
     let addr = node.listen.clone();
     let rss_before = node.vm_rss_kib().expect("VmRSS of the node");
 
@@ -573,7 +577,13 @@ fn garbage_oversize_and_idle_connections_do_not_disturb_service() {
 #[test]
 fn a_flood_of_connections_is_bounded_by_max_links() {
     let handshake_timeout = Duration::from_millis(1000);
-    let node = NodeProc::start(&["--max-links", "50", "--handshake-timeout", "1000"]);
+    let node = NodeProc::start(&[
+        "--insecure",
+        "--max-links",
+        "50",
+        "--handshake-timeout",
+        "1000",
+    ]);
     let addr = node.listen.clone();
 
     // 50 take every slot; at most 50 more wait in the accept queue at a
@@ -628,8 +638,8 @@ fn bad_frames_are_answered_with_a_protocol_error_close() {
     // error before closing (engine/handshake.rs, on_conn_closed). Each of
     // these sends one complete piece of input and nothing after it, so
     // nothing unread can turn the close into a reset that would eat the
-    // frame.
-    let node = NodeProc::start(&[]);
+    // frame. Plaintext, so the bytes reach the meshwire decoder.
+    let node = NodeProc::start(&["--insecure"]);
     let addr: SocketAddr = node.listen.parse().unwrap();
     let cases: [(&str, Vec<u8>, &str); 3] = [
         ("http", Kind::Http.opening(0), "exceeds the limit"),
@@ -822,7 +832,12 @@ fn runtime_failures_exit_1_and_say_what_went_wrong() {
         "gave up after {:?}, not ~300 ms",
         out.elapsed
     );
-    for f in ["could not reach", "router", "127.0.0.1:1"] {
+    for f in [
+        "could not attach",
+        "router",
+        "127.0.0.1:1",
+        "Connection refused",
+    ] {
         assert!(
             out.stderr.contains(f),
             "stderr does not mention {f:?}:\n{}",

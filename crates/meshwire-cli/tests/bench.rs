@@ -38,12 +38,13 @@ fn num(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key:?} missing or not a number in {m:?}"))
 }
 
-/// The fields every result has, with `pin none` as asked.
-fn check_header(m: &serde_json::Map<String, Value>, workload: &str) {
+/// The fields every result has, with `pin none` as asked; `tls` says
+/// whether the links ran TLS (meshwire workloads do unless --insecure).
+fn check_header(m: &serde_json::Map<String, Value>, workload: &str, tls: bool) {
     assert_eq!(m["workload"], workload, "{m:?}");
     assert_eq!(m["pin"], "none", "{m:?}");
     assert_eq!(m["pin_requested"], "none", "{m:?}");
-    assert_eq!(m["tls"], false, "{m:?}");
+    assert_eq!(m["tls"], tls, "{m:?}");
     assert_eq!(num(m, "size"), 64.0, "{m:?}");
 }
 
@@ -78,7 +79,7 @@ fn tcp_latency_floor_prints_one_json_object() {
         "--pin",
         "none",
     ]);
-    check_header(&m, "tcp-latency");
+    check_header(&m, "tcp-latency", false);
     check_latency(&m);
     assert_eq!(num(&m, "round_trips"), 200.0, "{m:?}");
     assert!(num(&m, "round_trips_per_sec") > 0.0, "{m:?}");
@@ -97,7 +98,7 @@ fn rpc_latency_prints_one_json_object() {
         "--pin",
         "none",
     ]);
-    check_header(&m, "rpc-latency");
+    check_header(&m, "rpc-latency", true);
     assert_eq!(num(&m, "calls"), 200.0, "{m:?}");
     assert!(num(&m, "seconds") > 0.0, "{m:?}");
     assert!(num(&m, "calls_per_sec") > 0.0, "{m:?}");
@@ -119,7 +120,7 @@ fn rpc_throughput_prints_one_json_object() {
         "--pin",
         "none",
     ]);
-    check_header(&m, "rpc-throughput");
+    check_header(&m, "rpc-throughput", true);
     assert_eq!(num(&m, "inflight"), 8.0, "{m:?}");
     assert_eq!(num(&m, "calls"), 500.0, "{m:?}");
     let (secs, rate) = (num(&m, "seconds"), num(&m, "msgs_per_sec"));
@@ -130,6 +131,58 @@ fn rpc_throughput_prints_one_json_object() {
         "msgs_per_sec {rate} × seconds {secs} should be about 500 calls"
     );
     check_latency(&m);
+}
+
+/// `--insecure` runs plaintext links and says so.
+#[test]
+fn rpc_latency_insecure() {
+    let m = bench_json(&[
+        "bench",
+        "rpc-latency",
+        "--insecure",
+        "--count",
+        "100",
+        "--warmup",
+        "10",
+        "--json",
+        "--pin",
+        "none",
+    ]);
+    check_header(&m, "rpc-latency", false);
+    check_latency(&m);
+}
+
+/// `--vs-insecure` runs both and reports what TLS costs.
+#[test]
+fn vs_insecure_reports_the_cost_of_tls() {
+    let m = bench_json(&[
+        "bench",
+        "rpc-throughput",
+        "--vs-insecure",
+        "--count",
+        "200",
+        "--inflight",
+        "4",
+        "--warmup",
+        "10",
+        "--json",
+        "--pin",
+        "none",
+    ]);
+    assert_eq!(m["comparison"], "tls-vs-insecure", "{m:?}");
+    for (side, tls) in [("tls", true), ("insecure", false)] {
+        let Some(Value::Object(run)) = m.get(side) else {
+            panic!("no {side:?} run in {m:?}");
+        };
+        check_header(run, "rpc-throughput", tls);
+        check_latency(run);
+    }
+    let Some(Value::Object(cost)) = m.get("cost") else {
+        panic!("no cost in {m:?}");
+    };
+    for key in ["p50_us", "p50_us_pct", "p99_us", "msgs_per_sec_pct"] {
+        num(cost, key);
+    }
 }
 
 /// The human table (the default) names the workload, the pinning and the
@@ -176,7 +229,7 @@ fn rpc_throughput_duration() {
         "--pin",
         "none",
     ]);
-    check_header(&m, "rpc-throughput");
+    check_header(&m, "rpc-throughput", true);
     assert!(num(&m, "calls") >= 1.0, "{m:?}");
     let secs = num(&m, "seconds");
     assert!((0.29..10.0).contains(&secs), "seconds {secs}: {m:?}");
@@ -225,6 +278,11 @@ fn bad_arguments_exit_2() {
             "cannot be used with",
         ),
         (&["bench", "no-such-workload"], "unrecognized subcommand"),
+        (&["bench", "tcp-latency", "--vs-insecure"], "--vs-insecure"),
+        (
+            &["bench", "rpc-latency", "--insecure", "--vs-insecure"],
+            "cannot be used with",
+        ),
     ];
     for (args, expect) in cases {
         let done = run(args, LIMIT);

@@ -165,3 +165,149 @@ fn keygen_node_pub_and_sub_talk_over_tls() {
         node_done.stderr
     );
 }
+
+/// Without any security flag a node runs TLS with the key in its data
+/// directory (kept across restarts), admits no other key, and says at
+/// start, in one line, how to admit peers.
+#[test]
+fn a_node_told_nothing_is_safe_and_says_how_to_admit_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    // Spawned without `support::command`, which would add credentials:
+    // this node is told nothing.
+    let start = || {
+        let p = Proc::spawn_command(
+            "node",
+            {
+                let mut c = std::process::Command::new(support::BIN);
+                c.args(["node", "--listen", "127.0.0.1:0", "--data", d])
+                    .env_remove("RUST_LOG")
+                    .env("NO_COLOR", "1");
+                c
+            },
+            None,
+        );
+        let line = p.next_line(support::READY_WITHIN).expect("ready line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let id = v["node"].as_str().unwrap().to_owned();
+        let addr = v["listen"].as_str().unwrap().to_owned();
+        (p, id, addr)
+    };
+    let (first, id, _) = start();
+    assert!(
+        data.join("node.key").exists(),
+        "the key is kept in the data directory"
+    );
+    drop(first);
+    let (second, id_again, addr) = start();
+    assert_eq!(id, id_again, "a restarted node keeps its id");
+
+    assert!(wait_for_stderr(&second, "--trust"), "{}", second.stderr());
+    let hint = second.stderr();
+    let lines: Vec<&str> = hint.lines().filter(|l| l.contains("--trust")).collect();
+    assert_eq!(lines.len(), 1, "one line says how to admit peers:\n{hint}");
+    assert!(lines[0].contains(&id), "{}", lines[0]);
+
+    // A tool with a key of its own is refused, and told why; without
+    // --key it is also told what to do about it.
+    let k = dir.path().join("tool.key");
+    keygen(&k);
+    let trust = dir.path().join("trust");
+    std::fs::write(&trust, format!("{id}\n")).unwrap();
+    let t = trust.to_str().unwrap();
+    let keyed = refused_request(&addr, &["--key", k.to_str().unwrap(), "--trust", t]);
+    assert!(keyed.contains("trust list"), "{keyed}");
+    let keyless = refused_request(&addr, &["--trust", t]);
+    assert!(
+        keyless.contains("meshwire keygen") && keyless.contains("--key"),
+        "{keyless}"
+    );
+}
+
+/// A plaintext tool against a TLS node, and a TLS tool against a plaintext
+/// node: refused, and both sides say why.
+#[test]
+fn plaintext_and_tls_refuse_each_other_with_clear_errors() {
+    let secure = NodeProc::start(&[]);
+    let plain_tool = refused_request(&secure.listen, &["--insecure"]);
+    assert!(plain_tool.contains("requires TLS"), "{plain_tool}");
+    let logged = wait_for_stderr(&secure, "plaintext");
+    assert!(
+        logged,
+        "the TLS node logs the plaintext peer:\n{}",
+        secure.stderr()
+    );
+
+    let plain = NodeProc::start(&["--insecure"]);
+    assert!(
+        plain.stderr().contains("plaintext") || wait_for_stderr(&plain, "plaintext"),
+        "an insecure node warns at start:\n{}",
+        plain.stderr()
+    );
+    let tls_tool = refused_request(&plain.listen, &[]);
+    assert!(tls_tool.contains("--insecure"), "{tls_tool}");
+    assert!(
+        wait_for_stderr(&plain, "speaks TLS"),
+        "the plaintext node logs the TLS peer:\n{}",
+        plain.stderr()
+    );
+}
+
+/// `keygen --add-to` appends the new id to a trust file that loads.
+#[test]
+fn keygen_adds_to_a_trust_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("trust.txt");
+    let mut ids = Vec::new();
+    for n in ["a", "b"] {
+        let key = dir.path().join(format!("{n}.key"));
+        let done = run(
+            &[
+                "keygen",
+                "--out",
+                key.to_str().unwrap(),
+                "--add-to",
+                trust.to_str().unwrap(),
+            ],
+            LIMIT,
+        );
+        done.assert_code(0);
+        let v: serde_json::Value = serde_json::from_str(&done.stdout_text()).unwrap();
+        ids.push(v["node"].as_str().unwrap().to_owned());
+    }
+    let node = NodeProc::start(&[
+        "--key",
+        dir.path().join("a.key").to_str().unwrap(),
+        "--trust",
+        trust.to_str().unwrap(),
+    ]);
+    assert_eq!(node.id, ids[0]);
+    let text = std::fs::read_to_string(&trust).unwrap();
+    for id in &ids {
+        assert!(text.contains(id.as_str()), "{text}");
+    }
+}
+
+/// Waits (bounded) until `p`'s stderr contains `needle`.
+fn wait_for_stderr(p: &Proc, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if p.stderr().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// `meshwire request` to `addr` with `security` flags, which must fail to
+/// attach (exit 1); returns its stderr.
+fn refused_request(addr: &str, security: &[&str]) -> String {
+    let mut args = vec!["request", "--connect", addr, "--connect-timeout", "1000"];
+    args.extend_from_slice(security);
+    args.extend(["--subject", "x", "hi"]);
+    let done = run(&args, LIMIT);
+    done.assert_code(1);
+    done.stderr
+}

@@ -693,10 +693,13 @@ proptest! {
         buf.put_u32(len);
         let cap = buf.capacity();
         let got = Decoder::new(limits).decode(&mut buf);
-        prop_assert_eq!(
-            got,
-            Err(DecodeError::FrameTooLarge { len: u64::from(len), max: max_frame })
-        );
+        let [first, second, ..] = len.to_be_bytes();
+        let expected = if (0x14..=0x17).contains(&first) && second == 0x03 {
+            DecodeError::TlsRecord
+        } else {
+            DecodeError::FrameTooLarge { len: u64::from(len), max: max_frame }
+        };
+        prop_assert_eq!(got, Err(expected));
         prop_assert!(buf.capacity() <= cap.max(64), "decoder reserved {} bytes", buf.capacity());
         prop_assert_eq!(buf.len(), 4);
     }
@@ -714,6 +717,17 @@ fn u32_max_length_rejected_with_default_limits() {
         })
     );
     assert!(buf.capacity() <= cap.max(64));
+}
+
+#[test]
+fn a_tls_client_hello_is_recognised() {
+    // The first bytes of a TLS 1.3 ClientHello record.
+    let mut buf = BytesMut::from(&[0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00][..]);
+    let err = Decoder::new(Limits::default())
+        .decode(&mut buf)
+        .unwrap_err();
+    assert_eq!(err, DecodeError::TlsRecord);
+    assert!(err.to_string().contains("--insecure"), "{err}");
 }
 
 #[test]

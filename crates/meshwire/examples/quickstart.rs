@@ -1,14 +1,25 @@
 //! The README's example: a router, a client, pub/sub and request/reply.
 //! Run: `cargo run -p meshwire --example quickstart`
 
+use meshwire::security::Authority;
 use meshwire::Node;
 
 #[tokio::main]
 async fn main() -> meshwire::Result<()> {
+    // Links are mutually authenticated TLS 1.3, and a node admits only the
+    // keys it is told to. Here an in-memory CA certifies both nodes; in
+    // production give each node a trust file (--trust) or your own CA.
+    let ca = Authority::generate("quickstart")?;
+
     // A router listens (port 0: any free port); a client attaches to it.
-    let router = Node::builder().listen("127.0.0.1:0").start().await?;
+    let router = Node::builder()
+        .listen("127.0.0.1:0")
+        .certified_by(&ca)
+        .start()
+        .await?;
     let client = Node::builder()
         .connect(router.listen_addr().unwrap_or_default())
+        .certified_by(&ca)
         .start()
         .await?;
 

@@ -5,6 +5,7 @@
 
 use futures_util::Stream;
 use meshwire::rpc::RpcError;
+use meshwire::security::Authority;
 use meshwire::Node;
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -63,11 +64,18 @@ impl Calculator for Calc {
 }
 
 async fn run() -> Result<(), RpcError<CalcError>> {
-    // A router that also serves the calculator, and a client node.
-    let router = Node::builder().listen("127.0.0.1:0").start().await?;
+    // A router that also serves the calculator, and a client node; an
+    // in-memory CA certifies both so their TLS links admit each other.
+    let ca = Authority::generate("calculator").map_err(meshwire::Error::from)?;
+    let router = Node::builder()
+        .listen("127.0.0.1:0")
+        .certified_by(&ca)
+        .start()
+        .await?;
     let _serving = router.serve(Calc::default().into_service()).await?;
     let caller = Node::builder()
         .connect(router.listen_addr().unwrap_or_default())
+        .certified_by(&ca)
         .start()
         .await?;
 

@@ -47,12 +47,18 @@ pub enum Error {
     #[error("invalid node configuration: {0}")]
     Config(String),
     /// A client reached none of its routers in time (retryable).
-    #[error("could not reach any router at {addrs:?} within {waited:?}; is a `meshwire node` listening there?")]
+    #[error(
+        "could not attach to any router at {addrs:?} within {waited:?}: {}",
+        last_error.as_deref().unwrap_or("no answer; is a `meshwire node` listening there?")
+    )]
     Unreachable {
         /// The addresses tried.
         addrs: Vec<String>,
         /// How long it tried.
         waited: Duration,
+        /// Why the last attempt failed (refused by the router, TLS on one
+        /// side only, connection refused...), when known.
+        last_error: Option<String>,
     },
     /// The node's data directory could not be used.
     #[error("data directory {path}: {source}")]

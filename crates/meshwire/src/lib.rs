@@ -19,9 +19,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> meshwire::Result<()> {
-//! use meshwire::Node;
-//! let a = Node::builder().listen("127.0.0.1:0").start().await?;
-//! let b = Node::builder().listen("127.0.0.1:0").peer(a.listen_addr().unwrap()).start().await?;
+//! use meshwire::{security::Authority, Node};
+//! // Links are mutually authenticated TLS 1.3; these nodes admit each
+//! // other because one authority certified both (see `security`).
+//! let ca = Authority::generate("example")?;
+//! let a = Node::builder().listen("127.0.0.1:0").certified_by(&ca).start().await?;
+//! let b = Node::builder().listen("127.0.0.1:0").certified_by(&ca)
+//!     .peer(a.listen_addr().unwrap()).start().await?;
 //! let mut workers = a.subscribe("jobs.>").group("workers").await?;
 //! b.publish("jobs.resize", "img-42").await?;
 //! let job = workers.recv().await.unwrap();
@@ -44,7 +48,7 @@
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
 //! | [`testkit`] | a TCP proxy that cuts links on demand, for tests and demos |
-//! | [`security`] | Ed25519 identities, trust lists, TLS 1.3 mTLS for TCP links (opt-in: `NodeBuilder::tls`) |
+//! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out) |
 //! | [`NodeConfig`] | every limit and timer, with defaults |
 //! | `engine` (private) | the one task per node that owns sessions and routing |
 //! | `link`, `transport` (private) | socket I/O: TCP and in-memory |
@@ -70,7 +74,6 @@ pub mod balance;
 mod config;
 mod engine;
 mod error;
-mod identity;
 mod link;
 mod node;
 mod pubsub;

@@ -45,6 +45,11 @@ pub(crate) enum LinkInput {
     DialerStopped {
         addr: String,
     },
+    /// A connection this node dialled failed before becoming a link.
+    DialFailed {
+        addr: String,
+        reason: String,
+    },
     Closed {
         conn: u64,
         error: Option<LinkError>,

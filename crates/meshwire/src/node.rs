@@ -3,7 +3,7 @@
 use crate::config::NodeConfig;
 use crate::engine::{self, Command, Control, Level, ReplySink, Spec, Status};
 use crate::pubsub::{Message, Subscription};
-use crate::security::{Identity, Trust};
+use crate::security::{Authority, Identity, Trust};
 use crate::transport::secure::LinkTls;
 use crate::transport::Addr;
 use crate::{Error, Result};
@@ -22,10 +22,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 ///
 /// ```no_run
 /// # async fn demo() -> meshwire::Result<()> {
-/// use meshwire::Node;
-/// let router = Node::builder().listen("127.0.0.1:0").start().await?;
+/// use meshwire::{security::Authority, Node};
+/// let ca = Authority::generate("example")?; // certifies both: they admit each other
+/// let router = Node::builder().listen("127.0.0.1:0").certified_by(&ca).start().await?;
 /// let addr = router.listen_addr().unwrap().to_owned();
-/// let client = Node::builder().connect(&addr).start().await?;
+/// let client = Node::builder().connect(&addr).certified_by(&ca).start().await?;
 /// let mut sub = router.subscribe("orders.*").await?;
 /// client.publish("orders.created", "hello").await?; // resolves when the router owns it
 /// let msg = sub.recv().await.unwrap();
@@ -60,7 +61,6 @@ pub struct NodeBuilder {
     connect: Vec<String>,
     session: Option<String>,
     data_dir: Option<PathBuf>,
-    id: Option<NodeId>,
     connect_timeout: Option<Duration>,
     security: Security,
 }
@@ -68,15 +68,19 @@ pub struct NodeBuilder {
 /// What protects the node's links.
 #[derive(Debug, Default)]
 enum Security {
-    /// Nothing said: plaintext for now (TLS will become the default).
+    /// Nothing said: TLS, admitting only the node's own key.
     #[default]
     Default,
-    /// TLS as this identity.
-    Given(Identity, Trust),
-    /// TLS with the identity kept in the data directory.
-    DataDir(Trust),
+    /// TLS as `identity` (`None`: the data directory's key, or a fresh
+    /// one), admitting what `trust` admits.
+    Tls {
+        identity: Option<Identity>,
+        trust: Trust,
+    },
     /// Plaintext, asked for.
     Insecure,
+    /// Setting security up failed in a builder method; `start` says so.
+    Failed(crate::security::SecurityError),
 }
 
 impl NodeBuilder {
@@ -146,23 +150,47 @@ impl NodeBuilder {
         self
     }
 
-    /// Runs mutually authenticated TLS 1.3 on this node's TCP links, as
-    /// `identity`, admitting the peers `trust` admits (its own key always).
-    /// The node's id becomes `identity.node_id()`, and every peer's MWIR
-    /// handshake must name the node whose key TLS authenticated.
+    /// Runs this node as `identity`, admitting the peers `trust` admits
+    /// (its own key always). The node's id becomes `identity.node_id()`,
+    /// and every peer's MWIR handshake must name the node whose key TLS
+    /// authenticated.
     ///
-    /// Opt-in for now: without it links are plaintext. TLS will become the
-    /// default in a later release. In-memory (`mem:`) links stay plaintext.
+    /// Links are mutually authenticated TLS 1.3 whatever the builder is
+    /// told, unless it is told [`NodeBuilder::insecure`]; without this call
+    /// a node uses its data directory's key (or a fresh one) and admits no
+    /// other key. In-memory (`mem:`) links never leave the process and
+    /// stay plaintext.
     pub fn tls(mut self, identity: Identity, trust: Trust) -> Self {
-        self.security = Security::Given(identity, trust);
+        self.security = Security::Tls {
+            identity: Some(identity),
+            trust,
+        };
         self
     }
 
-    /// Like [`NodeBuilder::tls`], with the identity kept in the data
-    /// directory ([`NodeBuilder::data_dir`], required): `DIR/node.key`,
-    /// created on first start and reused after.
+    /// Like [`NodeBuilder::tls`], with the key kept in the data directory
+    /// ([`NodeBuilder::data_dir`]): `DIR/node.key`, created on first start
+    /// and reused after. Without a data directory the key is fresh and
+    /// lives in memory only.
     pub fn tls_from_data_dir(mut self, trust: Trust) -> Self {
-        self.security = Security::DataDir(trust);
+        self.security = Security::Tls {
+            identity: None,
+            trust,
+        };
+        self
+    }
+
+    /// Runs this node with a fresh identity certified by `authority`,
+    /// admitting every node it certified: one line to put the nodes of a
+    /// test, a demo or an example on mutually authenticated TLS.
+    pub fn certified_by(mut self, authority: &Authority) -> Self {
+        self.security = match authority.issue() {
+            Ok(identity) => Security::Tls {
+                identity: Some(identity),
+                trust: authority.trust(),
+            },
+            Err(e) => Security::Failed(e),
+        };
         self
     }
 
@@ -178,33 +206,24 @@ impl NodeBuilder {
     /// Starts the node. A router is ready when this returns; a client has
     /// attached to a router (or this fails after the connect timeout).
     pub async fn start(self) -> Result<Node> {
-        let tls = match &self.security {
-            Security::Default => None,
-            Security::Insecure => {
-                tracing::warn!(
-                    "links are plaintext (insecure): anyone on the network can read, alter \
-                     and inject traffic"
-                );
-                None
-            }
-            Security::Given(identity, trust) => Some((identity.clone(), trust)),
-            Security::DataDir(trust) => {
-                let Some(dir) = &self.data_dir else {
-                    return Err(Error::Config(
-                        "tls_from_data_dir needs a data_dir to keep the node's key in".into(),
-                    ));
-                };
-                Some((Identity::load_or_create(dir)?, trust))
-            }
+        let default_security = matches!(self.security, Security::Default);
+        let (identity, trust) = match self.security {
+            Security::Default => (None, Some(Trust::default())),
+            Security::Tls { identity, trust } => (identity, Some(trust)),
+            Security::Insecure => (None, None),
+            Security::Failed(e) => return Err(e.into()),
         };
-        let id = match (&tls, &self.id, &self.data_dir) {
-            (Some((identity, _)), _, _) => identity.node_id(),
-            (None, Some(id), _) => *id,
-            (None, None, Some(dir)) => crate::identity::load_or_create(dir)?,
-            (None, None, None) => NodeId(rand::random()),
+        // Plaintext nodes have a key too: the id is the same whichever way
+        // the node runs, and a data directory keeps it across restarts.
+        let identity = match (identity, &self.data_dir) {
+            (Some(identity), _) => identity,
+            (None, Some(dir)) => Identity::load_or_create(dir)?,
+            (None, None) => Identity::generate()?,
         };
-        let tls = tls
-            .map(|(identity, trust)| LinkTls::new(&identity, trust))
+        let id = identity.node_id();
+        let tls = trust
+            .as_ref()
+            .map(|trust| LinkTls::new(&identity, trust))
             .transpose()?;
         let listen = self.listen.as_deref().map(Addr::parse).transpose()?;
         let peers = self
@@ -219,6 +238,26 @@ impl NodeBuilder {
             .collect::<Result<Vec<_>>>()?;
         if let Some(a) = &self.advertise {
             Addr::parse(a)?;
+        }
+        let networked = listen
+            .iter()
+            .chain(&peers)
+            .chain(&connect)
+            .any(|a| !matches!(a, Addr::Mem(_)));
+        if networked {
+            match (&tls, default_security) {
+                (None, _) => tracing::warn!(
+                    node = %id,
+                    "links are plaintext (insecure): anyone on the network can read, alter \
+                     and inject this node's traffic"
+                ),
+                (Some(_), true) => tracing::info!(
+                    node = %id,
+                    "links use TLS and admit no other node's key; to admit peers, build the \
+                     node with .tls(identity, Trust::load(file)) or .certified_by(&authority)"
+                ),
+                (Some(_), false) => {}
+            }
         }
         let session_name = self.session.as_deref().map(Subject::literal).transpose()?;
         if self.cfg.max_payload + 64 * 1024 > self.cfg.limits.max_frame as usize {
@@ -256,10 +295,12 @@ impl NodeBuilder {
         if client {
             let wait = self.connect_timeout.unwrap_or(Duration::from_secs(10));
             if !node.wait_attached(wait).await {
+                let last_error = node.status().await.ok().and_then(|s| s.last_link_error);
                 node.shutdown().await;
                 return Err(Error::Unreachable {
                     addrs: self.connect,
                     waited: wait,
+                    last_error,
                 });
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::{recv, wait_remote_interest, WAIT};
 
 async fn router(peer: Option<&str>) -> Node {
-    let mut b = Node::builder().listen("127.0.0.1:0");
+    let mut b = support::builder().listen("127.0.0.1:0");
     if let Some(p) = peer {
         b = b.peer(p);
     }
@@ -18,7 +18,7 @@ async fn router(peer: Option<&str>) -> Node {
 }
 
 async fn client(router: &Node) -> Node {
-    Node::builder()
+    support::builder()
         .connect(router.listen_addr().unwrap())
         .start()
         .await
@@ -137,12 +137,12 @@ async fn request_reply_and_no_responders() {
 
 #[tokio::test]
 async fn best_effort_and_unordered_arrive() {
-    let r = Node::builder()
+    let r = support::builder()
         .listen("mem:be-router")
         .start()
         .await
         .unwrap();
-    let c = Node::builder()
+    let c = support::builder()
         .connect("mem:be-router")
         .start()
         .await
@@ -162,7 +162,7 @@ async fn bad_names_are_typed_errors() {
         Err(Error::Subject(_))
     ));
     assert!(matches!(r.subscribe("a..b").await, Err(Error::Subject(_))));
-    let err = Node::builder()
+    let err = support::builder()
         .connect("nonsense")
         .start()
         .await
@@ -175,7 +175,7 @@ async fn a_named_session_keeps_what_arrived_while_away() {
     let r = router(None).await;
     let addr = r.listen_addr().unwrap().to_owned();
     let named = || {
-        Node::builder()
+        support::builder()
             .connect(&addr)
             .session_name("billing-worker")
             .start()
@@ -206,7 +206,7 @@ async fn a_named_session_keeps_what_arrived_while_away() {
 #[tokio::test]
 async fn a_router_seeded_with_its_own_address_stops_dialling_it() {
     let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
-    let r = Node::builder()
+    let r = support::builder()
         .listen("127.0.0.1:0")
         .peer(proxy.addr().to_string())
         .start()

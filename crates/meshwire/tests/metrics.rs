@@ -3,7 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
-use meshwire::Node;
+mod support;
+
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use std::time::Duration;
 
@@ -13,12 +14,12 @@ async fn counters_count_messages_and_links() {
     let snapshotter = recorder.snapshotter();
     recorder.install().unwrap();
 
-    let r = Node::builder()
+    let r = support::builder()
         .listen("mem:metrics-router")
         .start()
         .await
         .unwrap();
-    let c = Node::builder()
+    let c = support::builder()
         .connect("mem:metrics-router")
         .start()
         .await

@@ -23,10 +23,14 @@ impl Drop for DropMark {
 }
 
 async fn mesh() -> (Node, Node, Node) {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let router = support::builder()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
     let addr = router.listen_addr().unwrap().to_owned();
-    let server = Node::builder().connect(&addr).start().await.unwrap();
-    let caller = Node::builder().connect(&addr).start().await.unwrap();
+    let server = support::builder().connect(&addr).start().await.unwrap();
+    let caller = support::builder().connect(&addr).start().await.unwrap();
     (router, server, caller)
 }
 
@@ -40,15 +44,19 @@ struct Cluster {
 }
 
 async fn cluster(name: &str, services: Vec<Service>, policy: Policy) -> Cluster {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let router = support::builder()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
     let addr = router.listen_addr().unwrap().to_owned();
     let mut servers = Vec::new();
     for svc in services {
-        let n = Node::builder().connect(&addr).start().await.unwrap();
+        let n = support::builder().connect(&addr).start().await.unwrap();
         let s = n.serve(svc).await.unwrap();
         servers.push((n, s));
     }
-    let caller = Node::builder().connect(&addr).start().await.unwrap();
+    let caller = support::builder().connect(&addr).start().await.unwrap();
     let client = Client::builder(&caller, name)
         .balance(policy)
         .build()
@@ -76,16 +84,23 @@ async fn behind_proxy(
     Node,
     Client,
 ) {
-    let router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
     let proxy = meshwire::testkit::CutProxy::bind().await.unwrap();
+    // The router advertises the proxy, so a partitioned instance cannot
+    // fail over to the router's own address (learned by gossip) around it.
+    let router = support::builder()
+        .listen("127.0.0.1:0")
+        .advertise(proxy.addr().to_string())
+        .start()
+        .await
+        .unwrap();
     proxy.set_target(router.listen_addr().unwrap());
-    let server = Node::builder()
+    let server = support::builder()
         .connect(proxy.addr().to_string())
         .start()
         .await
         .unwrap();
     let serving = server.serve(svc).await.unwrap();
-    let caller = Node::builder()
+    let caller = support::builder()
         .connect(router.listen_addr().unwrap())
         .start()
         .await

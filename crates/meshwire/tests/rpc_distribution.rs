@@ -14,7 +14,7 @@ use support::wait_instances;
 async fn instances(router: &str, weights: &[u32]) -> Vec<(Node, Serving)> {
     let mut out = Vec::new();
     for &w in weights {
-        let n = Node::builder().connect(router).start().await.unwrap();
+        let n = support::builder().connect(router).start().await.unwrap();
         let s =
             n.serve(Service::new("dist").weight(w).unary(
                 "id",
@@ -66,13 +66,13 @@ async fn spread(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_one_two_three_over_6000_calls() {
-    let _r = Node::builder()
+    let _r = support::builder()
         .listen("mem:dist-weighted")
         .start()
         .await
         .unwrap();
     let inst = instances("mem:dist-weighted", &[1, 2, 3]).await;
-    let caller = Node::builder()
+    let caller = support::builder()
         .connect("mem:dist-weighted")
         .start()
         .await
@@ -91,9 +91,13 @@ async fn weighted_one_two_three_over_6000_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_exact_over_real_calls() {
-    let _r = Node::builder().listen("mem:dist-rr").start().await.unwrap();
+    let _r = support::builder()
+        .listen("mem:dist-rr")
+        .start()
+        .await
+        .unwrap();
     let inst = instances("mem:dist-rr", &[100, 100, 100]).await;
-    let caller = Node::builder()
+    let caller = support::builder()
         .connect("mem:dist-rr")
         .start()
         .await
@@ -107,9 +111,13 @@ async fn round_robin_is_exact_over_real_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_moves_only_the_keys_of_a_leaving_instance() {
-    let _r = Node::builder().listen("mem:dist-ch").start().await.unwrap();
+    let _r = support::builder()
+        .listen("mem:dist-ch")
+        .start()
+        .await
+        .unwrap();
     let mut inst = instances("mem:dist-ch", &[100, 100, 100, 100]).await;
-    let caller = Node::builder()
+    let caller = support::builder()
         .connect("mem:dist-ch")
         .start()
         .await

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a panic is how a test reports failure
 
+mod support;
+
 use futures_util::Stream;
 use meshwire::rpc::{CallOpts, Codec, Context, RpcError};
 use meshwire::Node;
@@ -132,7 +134,7 @@ async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
 
 /// A router serving the calculator, and a client node attached to it.
 async fn setup() -> (Node, Node, meshwire::rpc::Serving, Arc<AtomicU32>) {
-    let router = bounded("router", Node::builder().listen("127.0.0.1:0").start())
+    let router = bounded("router", support::builder().listen("127.0.0.1:0").start())
         .await
         .unwrap();
     let calc = Calc::default();
@@ -142,7 +144,7 @@ async fn setup() -> (Node, Node, meshwire::rpc::Serving, Arc<AtomicU32>) {
         .unwrap();
     let caller = bounded(
         "client node",
-        Node::builder()
+        support::builder()
             .connect(router.listen_addr().unwrap())
             .start(),
     )

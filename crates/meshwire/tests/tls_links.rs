@@ -37,6 +37,19 @@ async fn tls_client(id: &Identity, trust: Trust, router: &Node) -> meshwire::Res
         .await
 }
 
+/// Why a client could not attach, as `Error::Unreachable` tells it.
+fn unreachable_because(r: meshwire::Result<Node>) -> String {
+    match r {
+        Err(
+            e @ Error::Unreachable {
+                last_error: Some(_),
+                ..
+            },
+        ) => e.to_string(),
+        other => panic!("expected Unreachable with a reason, got {other:?}"),
+    }
+}
+
 /// A trusted client still attaches and gets its messages through.
 async fn assert_router_serves(router: &Node, id: &Identity, trust: Trust) {
     let c = tls_client(id, trust, router)
@@ -91,10 +104,8 @@ async fn an_untrusted_key_is_refused_and_a_trusted_one_attaches() {
     // The stranger trusts the router, but the router does not trust it.
     let started = std::time::Instant::now();
     let refused = tls_client(&stranger, trusting(&[&router_id]), &r).await;
-    assert!(
-        matches!(refused, Err(Error::Unreachable { .. })),
-        "{refused:?}"
-    );
+    let why = unreachable_because(refused);
+    assert!(why.contains("trust list"), "{why}");
     assert!(started.elapsed() < SHORT + Duration::from_secs(3));
     let peers = r.status().await.unwrap().peers;
     assert!(
@@ -104,7 +115,8 @@ async fn an_untrusted_key_is_refused_and_a_trusted_one_attaches() {
 
     // A client that does not trust the router refuses it, too.
     let wary = tls_client(&friend, Trust::default(), &r).await;
-    assert!(matches!(wary, Err(Error::Unreachable { .. })), "{wary:?}");
+    let why = unreachable_because(wary);
+    assert!(why.contains(&router_id.node_id().to_string()), "{why}");
 
     assert_router_serves(&r, &friend, trusting(&[&router_id])).await;
     r.shutdown().await;
@@ -117,19 +129,25 @@ async fn a_plaintext_client_is_refused_by_a_tls_router() {
     let r = tls_router(&router_id, trusting(&[&friend]), None).await;
 
     let plain = Node::builder()
+        .insecure()
         .connect(r.listen_addr().unwrap())
         .connect_timeout(SHORT)
         .start()
         .await;
-    assert!(matches!(plain, Err(Error::Unreachable { .. })), "{plain:?}");
+    // The plaintext side is told why, in its own framing.
+    let why = unreachable_because(plain);
+    assert!(why.contains("requires TLS"), "{why}");
 
     // ... and a TLS client cannot attach to a plaintext router either.
-    let plain_router = Node::builder().listen("127.0.0.1:0").start().await.unwrap();
+    let plain_router = Node::builder()
+        .insecure()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
     let mismatched = tls_client(&friend, Trust::default(), &plain_router).await;
-    assert!(
-        matches!(mismatched, Err(Error::Unreachable { .. })),
-        "{mismatched:?}"
-    );
+    let why = unreachable_because(mismatched);
+    assert!(why.contains("--insecure"), "{why}");
     plain_router.shutdown().await;
 
     assert_router_serves(&r, &friend, trusting(&[&router_id])).await;
@@ -137,13 +155,13 @@ async fn a_plaintext_client_is_refused_by_a_tls_router() {
 }
 
 #[tokio::test]
-async fn a_tls_node_in_a_data_dir_keeps_its_key() {
+async fn a_node_in_a_data_dir_keeps_its_key_by_default() {
     let dir = tempfile::tempdir().unwrap();
+    // No security configured: TLS with the data directory's key.
     let start = || {
         Node::builder()
             .listen("127.0.0.1:0")
             .data_dir(dir.path())
-            .tls_from_data_dir(Trust::default())
             .start()
     };
     let first = start().await.unwrap();
@@ -153,14 +171,15 @@ async fn a_tls_node_in_a_data_dir_keeps_its_key() {
     assert_eq!(key.node_id(), id);
     let second = start().await.unwrap();
     assert_eq!(second.id(), id);
-    second.shutdown().await;
 
-    let no_dir = Node::builder()
-        .listen("127.0.0.1:0")
-        .tls_from_data_dir(Trust::default())
-        .start()
-        .await;
-    assert!(matches!(no_dir, Err(Error::Config(_))), "{no_dir:?}");
+    // It admits no other key.
+    let stranger = Identity::generate().unwrap();
+    let refused = tls_client(&stranger, trusting(&[&key]), &second).await;
+    assert!(
+        matches!(refused, Err(Error::Unreachable { .. })),
+        "{refused:?}"
+    );
+    second.shutdown().await;
 }
 
 #[tokio::test]

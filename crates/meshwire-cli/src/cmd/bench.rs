@@ -53,6 +53,14 @@ pub(crate) struct Common {
     /// Print one JSON object instead of the table.
     #[arg(long, global = true)]
     json: bool,
+    /// Plaintext links. By default the benchmark's nodes use mutual TLS
+    /// 1.3, as every meshwire link does.
+    #[arg(long, global = true, conflicts_with = "vs_insecure")]
+    insecure: bool,
+    /// Run the workload twice, with TLS and with --insecure, and report
+    /// what TLS costs (latency and throughput, same placement).
+    #[arg(long, global = true)]
+    vs_insecure: bool,
 }
 
 /// How much work a workload does: payload size, warm-up, and when to stop.
@@ -143,14 +151,36 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    if a.common.vs_insecure && matches!(a.workload, Workload::TcpLatency(_)) {
+        return Err(super::UsageError(
+            "--vs-insecure compares meshwire links with and without TLS; tcp-latency is raw \
+             TCP (no TLS either way): drop --vs-insecure, or pick an rpc-* workload"
+                .to_owned(),
+        )
+        .into());
+    }
     let placement = pin::plan(a.common.pin);
     if let Some(note) = &placement.note {
         eprintln!("meshwire: warning: {note}");
     }
-    let out = match a.workload {
-        Workload::RpcLatency(w) => rpc::latency(w, &placement).await?,
-        Workload::RpcThroughput(w) => rpc::throughput(w, &placement).await?,
-        Workload::TcpLatency(w) => tcp::latency(w, &placement).await?,
+    let out = if a.common.vs_insecure {
+        let secure = run_workload(&a.workload, &placement, true).await?;
+        let plain = run_workload(&a.workload, &placement, false).await?;
+        report::tls_cost(&secure, &plain)?
+    } else {
+        run_workload(&a.workload, &placement, !a.common.insecure).await?
     };
     report::print(&out, a.common.json)
+}
+
+async fn run_workload(
+    workload: &Workload,
+    placement: &pin::Placement,
+    tls: bool,
+) -> anyhow::Result<report::Outcome> {
+    match workload {
+        Workload::RpcLatency(w) => rpc::latency(w, placement, tls).await,
+        Workload::RpcThroughput(w) => rpc::throughput(w, placement, tls).await,
+        Workload::TcpLatency(w) => tcp::latency(w, placement).await,
+    }
 }

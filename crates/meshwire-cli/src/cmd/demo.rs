@@ -5,9 +5,11 @@
 //! clients attached to them. Each scene says what it shows, then shows it.
 
 use anyhow::{bail, Context};
+use meshwire::security::{Authority, Identity};
 use meshwire::testkit::CutProxy;
 use meshwire::Node;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Run the demo: three routers, five scenes, a few seconds.
@@ -27,13 +29,20 @@ struct Router {
     name: &'static str,
     node: Node,
     proxy: CutProxy,
+    /// Certifies every node of the demo, so their links are mutual TLS.
+    ca: Arc<Authority>,
 }
 
 impl Router {
     /// A router whose peers reach it only through its proxy.
-    async fn start(name: &'static str, seed: Option<&Router>) -> anyhow::Result<Self> {
+    async fn start(
+        name: &'static str,
+        ca: &Arc<Authority>,
+        seed: Option<&Router>,
+    ) -> anyhow::Result<Self> {
         let proxy = CutProxy::bind().await?;
         let mut b = Node::builder()
+            .certified_by(ca)
             .name(name)
             .listen("127.0.0.1:0")
             .advertise(proxy.addr().to_string());
@@ -42,11 +51,17 @@ impl Router {
         }
         let node = b.start().await?;
         proxy.set_target(node.listen_addr().unwrap_or_default());
-        Ok(Self { name, node, proxy })
+        Ok(Self {
+            name,
+            node,
+            proxy,
+            ca: ca.clone(),
+        })
     }
 
     async fn client(&self) -> anyhow::Result<Node> {
         Ok(Node::builder()
+            .certified_by(&self.ca)
             .connect(self.proxy.addr().to_string())
             .start()
             .await?)
@@ -93,6 +108,7 @@ async fn rpc_scene(ra: &Router, rb: &Router, rc: &Router) -> anyhow::Result<()> 
         let proxy = CutProxy::bind().await?;
         proxy.set_target(r.node.listen_addr().unwrap_or_default());
         let node = Node::builder()
+            .certified_by(&r.ca)
             .connect(proxy.addr().to_string())
             .start()
             .await?;
@@ -198,12 +214,47 @@ async fn rpc_scene(ra: &Router, rb: &Router, rc: &Router) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Scene 6: who is refused, and what they are told.
+async fn security_scene(ra: &Router) -> anyhow::Result<()> {
+    say("6. Security: every link above was mutually authenticated TLS 1.3");
+    let attempts = [
+        (
+            "a node with a key the demo's authority never certified",
+            // It trusts the authority (it would accept A), but A does
+            // not accept it.
+            Node::builder().tls(Identity::generate()?, ra.ca.trust()),
+        ),
+        ("a plaintext node (--insecure)", Node::builder().insecure()),
+    ];
+    for (who, builder) in attempts {
+        let tried = builder
+            .connect(ra.proxy.addr().to_string())
+            .connect_timeout(Duration::from_millis(800))
+            .start()
+            .await;
+        match tried {
+            Ok(node) => {
+                node.shutdown().await;
+                bail!("{who} was admitted to router A; it must be refused");
+            }
+            Err(e) => say(&format!(
+                "   {who} tries router A: refused.\n     it is told: {e}"
+            )),
+        }
+    }
+    say("");
+    Ok(())
+}
+
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     say("meshwire demo — three routers on 127.0.0.1, links through proxies we can cut\n");
-    let ra = Router::start("A", None).await?;
-    let rb = Router::start("B", Some(&ra)).await?;
-    let rc = Router::start("C", Some(&ra)).await?;
+    // One authority certifies every node: links are mutually
+    // authenticated TLS 1.3, and a key it did not certify is refused.
+    let ca = Arc::new(Authority::generate("meshwire demo")?);
+    let ra = Router::start("A", &ca, None).await?;
+    let rb = Router::start("B", &ca, Some(&ra)).await?;
+    let rc = Router::start("C", &ca, Some(&ra)).await?;
     for r in [&ra, &rb, &rc] {
         say(&format!(
             "  router {}  id {}  listening on {} (peers reach it via {})",
@@ -409,6 +460,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     say("   every message exactly once, in order, across every cut.\n");
 
     rpc_scene(&ra, &rb, &rc).await?;
+    security_scene(&ra).await?;
 
     for c in [pub_a, sub_c, resp, req_c, sub_a, pub_b] {
         c.shutdown().await;
@@ -417,7 +469,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         r.node.shutdown().await;
     }
     say(&format!(
-        "done in {:.1} s. Try it yourself: `meshwire node --listen 127.0.0.1:4700`, then `meshwire sub -c 127.0.0.1:4700 -t 'demo.>'` and `echo hi | meshwire pub -c 127.0.0.1:4700 -t demo.x`.",
+        "done in {:.1} s. Try it yourself (each process has its own key; trust.txt lists them):\n\
+         \x20 for n in router sub pub; do meshwire keygen --out $n.key --add-to trust.txt; done\n\
+         \x20 meshwire node --listen 127.0.0.1:4700 --key router.key --trust trust.txt\n\
+         \x20 meshwire sub -c 127.0.0.1:4700 --key sub.key --trust trust.txt -t 'demo.>'\n\
+         \x20 echo hi | meshwire pub -c 127.0.0.1:4700 --key pub.key --trust trust.txt -t demo.x",
         t0.elapsed().as_secs_f64()
     ));
     Ok(())

@@ -18,6 +18,10 @@ pub(crate) struct Args {
     /// Replace an existing file (its node gets a new id).
     #[arg(long)]
     force: bool,
+    /// Also append the new NodeId to this trust file (created if absent),
+    /// with a comment naming the key file.
+    #[arg(long, value_name = "TRUST_FILE")]
+    add_to: Option<PathBuf>,
 }
 
 pub(crate) fn run(a: Args) -> anyhow::Result<()> {
@@ -30,6 +34,16 @@ pub(crate) fn run(a: Args) -> anyhow::Result<()> {
     }
     let identity = Identity::generate()?;
     identity.save(&a.out)?;
+    if let Some(trust) = &a.add_to {
+        use anyhow::Context as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(trust)
+            .with_context(|| format!("cannot open the trust file {}", trust.display()))?;
+        writeln!(f, "{}  # {}", identity.node_id(), a.out.display())
+            .with_context(|| format!("cannot write to the trust file {}", trust.display()))?;
+    }
     let line = serde_json::json!({
         "node": identity.node_id().to_string(),
         "key": a.out.display().to_string(),

@@ -11,7 +11,7 @@ pub(crate) mod request;
 pub(crate) mod serve;
 pub(crate) mod subscribe;
 
-use meshwire::security::{Identity, Trust};
+use meshwire::security::{Identity, NodeId, Trust};
 use meshwire::{Node, NodeBuilder};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,32 +40,47 @@ impl ConnectArgs {
         for c in &self.connect {
             b = b.connect(c);
         }
-        b = self.security.apply(b, None)?;
-        Ok(b.start().await?)
+        let (b, security) = self.security.apply(b, None)?;
+        match b.start().await {
+            Ok(node) => Ok(node),
+            Err(e @ meshwire::Error::Unreachable { .. }) => match security {
+                Security::Tls {
+                    node,
+                    fresh_key: true,
+                } => Err(anyhow::anyhow!(
+                    "{e}\nhint: without --key this tool ran with a fresh key (node {node}) that \
+                     no router admits; create one with `meshwire keygen --out tool.key`, add the \
+                     node id it prints to the router's --trust file, and pass --key tool.key \
+                     --trust FILE (a file listing the router's node id)"
+                )),
+                _ => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
-/// TLS options, shared by `node` and every tool that attaches to a router.
+/// Security options, shared by `node` and every tool that attaches to a
+/// router.
 ///
-/// Giving any of `--key`, `--trust`, `--ca` turns on mutually authenticated
-/// TLS 1.3 for this process's links; without them links are plaintext.
-/// (TLS will become the default in a later release.) Both ends of a link
-/// must use TLS, and each must admit the other's NodeId.
+/// Links are mutually authenticated TLS 1.3 unless --insecure is given.
+/// Each end admits only the keys its --trust file lists (or that its --ca
+/// certified) plus its own: both ends of a link must admit each other.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct SecurityArgs {
-    /// This node's Ed25519 key (PKCS#8 PEM, as `meshwire keygen` writes);
-    /// turns TLS on. Without it a TLS node uses DIR/node.key when given
-    /// --data DIR, otherwise a fresh key held in memory only (whose id no
-    /// router will trust: a client that must be admitted needs --key).
+    /// This process's Ed25519 key (PKCS#8 PEM, as `meshwire keygen`
+    /// writes). Default: DIR/node.key for `node --data DIR` (created on
+    /// first start), otherwise a fresh key held in memory, which no router
+    /// admits: tools that attach to routers need --key.
     #[arg(long, value_name = "FILE")]
     pub(crate) key: Option<PathBuf>,
-    /// Admit only these NodeIds (one per line, `#` comments) besides this
-    /// node's own; turns TLS on. Without --trust or --ca a TLS node admits
-    /// only its own key.
+    /// Admit these NodeIds (one per line, `#` comments), besides this
+    /// process's own. Without --trust or --ca no other key is admitted.
     #[arg(long, value_name = "FILE", conflicts_with = "ca")]
     pub(crate) trust: Option<PathBuf>,
-    /// Admit nodes whose certificate chain leads to these CA roots (PEM),
-    /// instead of a list of NodeIds; turns TLS on. Pair with --cert.
+    /// Admit nodes whose certificate chain leads to these CA roots (PEM)
+    /// and names their NodeId, instead of a list of NodeIds. Pair with
+    /// --cert.
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
     /// The certificate chain (PEM, end-entity first) a CA issued for --key,
@@ -73,41 +88,52 @@ pub(crate) struct SecurityArgs {
     #[arg(long, value_name = "FILE", requires = "key")]
     pub(crate) cert: Option<PathBuf>,
     /// Plaintext links: no encryption, no authentication. Both ends must
-    /// agree; a warning is logged at start.
+    /// agree (a TLS node refuses a plaintext peer); a warning is logged.
     #[arg(long, conflicts_with_all = ["key", "trust", "ca", "cert"])]
     pub(crate) insecure: bool,
 }
 
-impl SecurityArgs {
-    /// Whether TLS is on.
-    pub(crate) fn enabled(&self) -> bool {
-        self.key.is_some() || self.trust.is_some() || self.ca.is_some()
-    }
+/// How [`SecurityArgs::apply`] set a node up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Security {
+    /// TLS as `node`; `fresh_key` when no key was given or kept.
+    Tls { node: NodeId, fresh_key: bool },
+    /// Plaintext (--insecure).
+    Insecure,
+}
 
-    /// Adds TLS to `b` when asked for. `data` is the node's data directory,
-    /// where its key is kept when no --key is given.
-    pub(crate) fn apply(&self, b: NodeBuilder, data: Option<&Path>) -> anyhow::Result<NodeBuilder> {
+impl SecurityArgs {
+    /// Sets `b` up as asked. `data` is the node's data directory, where its
+    /// key is kept when no --key is given.
+    pub(crate) fn apply(
+        &self,
+        b: NodeBuilder,
+        data: Option<&Path>,
+    ) -> anyhow::Result<(NodeBuilder, Security)> {
         if self.insecure {
-            return Ok(b.insecure());
-        }
-        if !self.enabled() {
-            return Ok(b);
+            return Ok((b.insecure(), Security::Insecure));
         }
         let trust = match (&self.trust, &self.ca) {
             (Some(t), _) => Trust::load(t)?,
             (None, Some(ca)) => Trust::load_ca(ca)?,
             (None, None) => Trust::default(),
         };
-        let identity = match (&self.key, data) {
-            (Some(k), _) => Identity::load(k)?,
-            (None, Some(_)) => return Ok(b.tls_from_data_dir(trust)),
-            (None, None) => Identity::generate()?,
+        let (identity, fresh_key) = match (&self.key, data) {
+            (Some(k), _) => (Identity::load(k)?, false),
+            (None, Some(dir)) => (Identity::load_or_create(dir)?, false),
+            (None, None) => (Identity::generate()?, true),
         };
         let identity = match &self.cert {
             Some(c) => identity.with_certificate_file(c)?,
             None => identity,
         };
-        Ok(b.tls(identity, trust))
+        let node = identity.node_id();
+        Ok((b.tls(identity, trust), Security::Tls { node, fresh_key }))
+    }
+
+    /// Whether peers can be admitted at all (a --trust file or a CA).
+    pub(crate) fn admits_others(&self) -> bool {
+        self.trust.is_some() || self.ca.is_some()
     }
 }
 

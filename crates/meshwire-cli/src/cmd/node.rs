@@ -1,6 +1,6 @@
 //! `meshwire node`: a router that runs until told to stop.
 
-use super::stop_signal;
+use super::{stop_signal, Security};
 use meshwire::Node;
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,9 +40,9 @@ pub(crate) struct Args {
     /// disconnected before anything is allocated.
     #[arg(long, value_name = "BYTES", default_value_t = meshwire::proto::wire::Limits::default().max_frame)]
     max_frame: u32,
-    /// TLS: --key FILE (default with --data DIR: DIR/node.key), --trust
-    /// FILE, --ca FILE. Any of them turns TLS on; plaintext otherwise (TLS
-    /// will become the default in a later release).
+    /// Links are mutually authenticated TLS 1.3: --key FILE (default: DIR/
+    /// node.key with --data DIR), --trust FILE or --ca FILE; --insecure for
+    /// plaintext.
     #[command(flatten)]
     security: super::SecurityArgs,
 }
@@ -74,15 +74,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(adv) = &a.advertise {
         b = b.advertise(adv);
     }
-    b = a.security.apply(b, a.data.as_deref())?;
-    if a.security.enabled() && a.security.trust.is_none() && a.security.ca.is_none() {
+    let (b, security) = a.security.apply(b, a.data.as_deref())?;
+    if let (Security::Tls { node, .. }, false) = (security, a.security.admits_others()) {
         tracing::warn!(
-            "TLS without --trust or --ca admits only this node's own key; to admit peers, list their NodeIds (from `meshwire keygen`) in a file and pass --trust FILE"
-        );
-    }
-    if !a.security.enabled() {
-        tracing::info!(
-            "links are plaintext; give --key/--trust (or --ca) to run TLS (the default in a later release)"
+            "no --trust or --ca: this node (id {node}) admits no other node's key; to admit \
+             peers, list their node ids (as `meshwire keygen` prints them) in a file, one per \
+             line, and pass --trust FILE"
         );
     }
     let stop = stop_signal();

@@ -81,10 +81,107 @@ impl Finished {
 /// `meshwire ARGS` with a clean logging environment: RUST_LOG is removed so
 /// each command's default applies (pass `--log` to change it) and colours
 /// are off so captured logs read well in a failure message.
+///
+/// Links are TLS by default and admit only listed keys, so every process
+/// a test starts gets credentials from the binary's [`keyring`] unless
+/// ARGS already says how it is secured (`--key`, `--trust`, `--ca` or
+/// `--insecure`): its own key (`--key`, or `DIR/node.key` with `--data
+/// DIR`, so a restarted node keeps its id) and the shared trust file that
+/// lists every key of the keyring.
 pub(crate) fn command(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("RUST_LOG").env("NO_COLOR", "1");
+    c.args(with_credentials(args))
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
     c
+}
+
+/// Subcommands that take `--key`/`--trust`.
+const SECURED: &[&str] = &["node", "pub", "sub", "request", "reply", "serve", "call"];
+
+/// ARGS with credentials from the [`keyring`] added, as [`command`] says.
+pub(crate) fn with_credentials(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let said = args
+        .iter()
+        .any(|a| matches!(*a, "--key" | "--trust" | "--ca" | "--insecure"));
+    let Some(at) = args.iter().position(|a| SECURED.contains(a)) else {
+        return out;
+    };
+    if said {
+        return out;
+    }
+    let ring = keyring();
+    let mut extra = vec!["--trust".to_owned(), ring.trust.display().to_string()];
+    let data = args
+        .iter()
+        .position(|a| *a == "--data")
+        .and_then(|i| args.get(i + 1));
+    match data {
+        Some(dir) => {
+            let key = std::path::Path::new(dir).join("node.key");
+            if !key.exists() {
+                std::fs::create_dir_all(dir).expect("data directory");
+                std::fs::copy(ring.next_key(), &key).expect("key copied into the data directory");
+            }
+        }
+        None => extra.extend(["--key".to_owned(), ring.next_key().display().to_string()]),
+    }
+    out.splice(at + 1..at + 1, extra);
+    out
+}
+
+/// Keys for the processes of one test binary, and a trust file listing
+/// them all: every process admits every other, and nothing else.
+pub(crate) struct Keyring {
+    /// The shared trust file.
+    pub(crate) trust: std::path::PathBuf,
+    keys: Vec<std::path::PathBuf>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// Keys in a [`Keyring`]; a test binary that starts more processes than
+/// this fails with a message saying so.
+const KEYRING_SIZE: usize = 128;
+
+impl Keyring {
+    /// A key no other process of this binary has been given.
+    pub(crate) fn next_key(&self) -> &std::path::Path {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.keys.get(i).unwrap_or_else(|| {
+            panic!("the test keyring has only {KEYRING_SIZE} keys; raise KEYRING_SIZE")
+        })
+    }
+}
+
+/// This test binary's keyring, made on first use under the target
+/// directory's scratch space.
+pub(crate) fn keyring() -> &'static Keyring {
+    static RING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+    RING.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("keyring-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("keyring directory")
+            .keep();
+        let mut trust = String::from("# every key of this test binary's keyring\n");
+        let keys = (0..KEYRING_SIZE)
+            .map(|i| {
+                let id = meshwire::security::Identity::generate().expect("key");
+                let path = dir.join(format!("k{i}.key"));
+                id.save(&path).expect("key saved");
+                trust.push_str(&format!("{}\n", id.node_id()));
+                path
+            })
+            .collect();
+        let trust_path = dir.join("trust.txt");
+        std::fs::write(&trust_path, trust).expect("trust file");
+        Keyring {
+            trust: trust_path,
+            keys,
+            next: Default::default(),
+        }
+    })
 }
 
 impl Proc {

@@ -74,6 +74,13 @@ pub enum DecodeError {
     /// `Hello`/`Welcome` without the magic bytes: not a meshwire peer.
     #[error("not a meshwire peer (bad magic bytes)")]
     BadMagic,
+    /// The bytes are a TLS record (a ClientHello or an alert): the peer
+    /// runs TLS and this link is plaintext.
+    #[error(
+        "the peer speaks TLS but this link is plaintext: run both ends with TLS (drop \
+         --insecure), or both with --insecure"
+    )]
+    TlsRecord,
 }
 
 /// Splits a byte stream into frames.
@@ -108,6 +115,11 @@ impl Decoder {
             return Err(DecodeError::EmptyFrame);
         }
         if len > self.limits.max_frame {
+            // A TLS record header (content type 0x14..=0x17, version 3.x)
+            // read as a length is hundreds of MiB: say what it really is.
+            if (0x14..=0x17).contains(&buf[0]) && buf[1] == 0x03 {
+                return Err(DecodeError::TlsRecord);
+            }
             return Err(DecodeError::FrameTooLarge {
                 len: u64::from(len),
                 max: self.limits.max_frame,

@@ -114,7 +114,7 @@ async fn connect_once(
                 Ok(secured) => secured,
                 Err(e) => {
                     handshake_failed(&remote, &e);
-                    return Attempt::Failed;
+                    return dial_failed(to_engine, key, e.to_string()).await;
                 }
             };
             let started = Instant::now();
@@ -138,13 +138,29 @@ async fn connect_once(
         }
         Ok(Err(e)) => {
             tracing::debug!(%key, error = %e, "connect failed");
-            Attempt::Failed
+            dial_failed(to_engine, key, format!("cannot connect: {e}")).await
         }
         Err(_) => {
             tracing::debug!(%key, "connect timed out");
-            Attempt::Failed
+            dial_failed(
+                to_engine,
+                key,
+                format!("no answer within {CONNECT_TIMEOUT:?}"),
+            )
+            .await
         }
     }
+}
+
+/// Tells the engine why a dial failed (for [`Status::last_link_error`](super::Status)).
+async fn dial_failed(to_engine: &mpsc::Sender<LinkInput>, key: &str, reason: String) -> Attempt {
+    let _ = to_engine
+        .send(LinkInput::DialFailed {
+            addr: key.to_owned(),
+            reason,
+        })
+        .await;
+    Attempt::Failed
 }
 
 fn backoff_step(cur: Duration, cfg: &NodeConfig) -> Duration {

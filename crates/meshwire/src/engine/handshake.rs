@@ -198,9 +198,13 @@ impl Engine {
                 (Phase::AwaitHello { .. }, Frame::Hello(h)) => self.on_hello(conn, h),
                 (Phase::AwaitWelcome { .. }, Frame::Welcome(w)) => self.on_welcome(now, conn, w),
                 (Phase::AwaitResume { .. }, Frame::Resume(r)) => self.on_resume(now, conn, r),
-                (_, Frame::Close(c)) => {
-                    tracing::warn!(code = ?c.code, reason = %c.reason, "peer closed the link during the handshake");
+                (_, Frame::Close(close)) => {
+                    tracing::warn!(code = ?close.code, reason = %close.reason, "peer closed the link during the handshake");
                     if let Some(c) = self.conns.remove(&conn) {
+                        if let Phase::AwaitWelcome { addr, .. } = &c.phase {
+                            self.last_link_error =
+                                Some(format!("{addr} refused the link: {}", close.reason));
+                        }
                         c.out.close();
                     }
                     return;
@@ -489,6 +493,9 @@ impl Engine {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Phase::AwaitWelcome { addr, .. } = &c.phase {
+            self.last_link_error = Some(format!("{addr}: {}", dial_failure(error.as_ref())));
+        }
         match &error {
             Some(LinkError::Decode(e)) => {
                 metrics::counter!("meshwire_frames_rejected_total").increment(1);
@@ -512,6 +519,26 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Why a connection this node dialled ended before the peer's `Welcome`.
+fn dial_failure(error: Option<&LinkError>) -> String {
+    match error {
+        // A TLS server checks the client's certificate after the client
+        // thinks the handshake is done: its refusal (an alert) arrives here.
+        Some(LinkError::Io(e)) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => {
+                crate::security::HandshakeError::from_io(std::io::Error::new(e.kind(), tls.clone()))
+                    .to_string()
+            }
+            None => format!("connection lost during the handshake: {e}"),
+        },
+        Some(LinkError::Decode(e)) => e.to_string(),
+        None => "the peer closed the connection during the handshake".to_owned(),
     }
 }
 

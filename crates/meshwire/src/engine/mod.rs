@@ -134,6 +134,10 @@ pub struct Status {
     pub frozen: bool,
     /// Publications waiting for outbox room or a router.
     pub blocked: usize,
+    /// Why the latest link this node dialled failed before it came up
+    /// (refused, not TLS, unreachable), if one did: what a client that
+    /// cannot attach should tell its user.
+    pub last_link_error: Option<String>,
 }
 
 /// One peer in [`Status`].
@@ -230,6 +234,8 @@ pub(crate) struct Engine {
     // Dialling.
     pub(crate) dialing: HashSet<String>,
     pub(crate) linked: dial::Linked,
+    /// See [`Status::last_link_error`].
+    pub(crate) last_link_error: Option<String>,
     /// Addresses that turned out to be this node.
     pub(crate) self_addrs: HashSet<String>,
     pub(crate) known_routers: HashMap<NodeId, Subject>,
@@ -355,6 +361,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         routers_frozen: false,
         dialing: HashSet::new(),
         linked: Default::default(),
+        last_link_error: None,
         self_addrs: HashSet::new(),
         known_routers: HashMap::new(),
         upstream_addrs: up_tx,
@@ -591,6 +598,9 @@ impl Engine {
             } => self.on_new_conn(now, conn, out, remote, dialed, authenticated),
             LinkInput::DialerStopped { addr } => {
                 self.dialing.remove(&addr);
+            }
+            LinkInput::DialFailed { addr, reason } => {
+                self.last_link_error = Some(format!("{addr}: {reason}"));
             }
             LinkInput::Frames { conn, frames } => self.on_frames(now, conn, frames),
             LinkInput::Closed { conn, error } => self.on_conn_closed(now, conn, error),
@@ -957,6 +967,7 @@ impl Engine {
             remote_interest: self.remote.len(),
             frozen: self.frozen,
             blocked: self.blocked.len(),
+            last_link_error: self.last_link_error.clone(),
         }
     }
 

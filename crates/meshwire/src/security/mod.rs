@@ -26,13 +26,18 @@
 //! The default [`Trust`] admits only the node's own key: a node that was
 //! told nothing admits no unknown key.
 //!
-//! Nodes built with [`NodeBuilder::tls`](crate::NodeBuilder::tls) run
-//! [`tls::accept`] and [`tls::connect`] on every TCP link (opt-in for now;
-//! plaintext is still the default, and `mem:` links stay plaintext).
+//! Every node runs [`tls::accept`] and [`tls::connect`] on every network
+//! link unless built with
+//! [`NodeBuilder::insecure`](crate::NodeBuilder::insecure); a node told
+//! nothing uses its data directory's key (or a fresh one) and admits only
+//! that key. In-memory (`mem:`) links never leave the process and stay
+//! plaintext. [`Authority`] certifies the nodes of a test or demo in one
+//! line ([`NodeBuilder::certified_by`](crate::NodeBuilder::certified_by)).
 
 mod authority;
 mod error;
 mod identity;
+mod sniff;
 pub mod tls;
 mod trust;
 mod verifier;

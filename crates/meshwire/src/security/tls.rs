@@ -31,6 +31,7 @@
 
 use super::error::{HandshakeError, SecurityError};
 use super::identity::{node_id_of_certificate, Identity};
+use super::sniff::{self, Opening};
 use super::trust::Trust;
 use super::verifier::{Admit, ClientCheck, PeerCheck, ServerCheck};
 use meshwire_proto::wire::NodeId;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use super::sniff::Rewound;
 pub use rustls;
 pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
@@ -164,20 +166,34 @@ pub fn client_config(
 ///
 /// On failure the connection is dropped (closed). Log the error with its
 /// [`HandshakeError::peer`]; a refused peer has already been told with a
-/// TLS alert.
+/// TLS alert, and a plaintext meshwire peer with a meshwire `Close` frame
+/// (a TLS alert would mean nothing to it). Bytes that do not open a TLS
+/// handshake are refused before any TLS work.
 pub async fn accept<S>(
     config: &Arc<ServerConfig>,
     io: S,
     timeout: Duration,
-) -> Result<(ServerTlsStream<S>, NodeId), HandshakeError>
+) -> Result<(ServerTlsStream<Rewound<S>>, NodeId), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-    let stream = tokio::time::timeout(timeout, acceptor.accept(io))
+    let handshake = async {
+        let (opening, mut io) = sniff::read_opening(io).await.map_err(HandshakeError::Io)?;
+        match opening {
+            Opening::Tls => acceptor.accept(io).await.map_err(HandshakeError::from_io),
+            Opening::PlainMeshwire => {
+                sniff::refuse_plaintext(&mut io).await;
+                Err(HandshakeError::NotTls(
+                    "a plaintext meshwire Hello".to_owned(),
+                ))
+            }
+            Opening::Other(what) => Err(HandshakeError::NotTls(what)),
+        }
+    };
+    let stream = tokio::time::timeout(timeout, handshake)
         .await
-        .map_err(|_| HandshakeError::Timeout(timeout))?
-        .map_err(HandshakeError::from_io)?;
+        .map_err(|_| HandshakeError::Timeout(timeout))??;
     let node = peer_node_id(stream.get_ref().1.peer_certificates())?;
     Ok((stream, node))
 }

@@ -4,8 +4,8 @@
 //! Both yield a pair of byte streams; everything above (framing, sessions)
 //! is the same, so a test over `mem:` exercises the same code as TCP.
 //!
-//! A node built with TLS ([`NodeBuilder::tls`](crate::NodeBuilder::tls))
-//! runs mutually authenticated TLS 1.3 on its TCP connections
+//! Nodes run mutually authenticated TLS 1.3 on their TCP connections
+//! unless built [`insecure`](crate::NodeBuilder::insecure)
 //! ([`secure`]); `mem:` connections stay plaintext, since they never leave
 //! the process.
 

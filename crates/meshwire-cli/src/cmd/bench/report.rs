@@ -100,7 +100,12 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    pub(crate) fn new(workload: &'static str, placement: &Placement, size: usize) -> Self {
+    pub(crate) fn new(
+        workload: &'static str,
+        placement: &Placement,
+        size: usize,
+        tls: bool,
+    ) -> Self {
         Self {
             workload,
             pin: placement.effective,
@@ -108,7 +113,7 @@ impl Header {
             pin_note: placement.note.clone(),
             server_cpu: placement.cpu(Side::Server),
             client_cpu: placement.cpu(Side::Client),
-            tls: false,
+            tls,
             size,
         }
     }
@@ -139,6 +144,81 @@ pub(crate) fn print(out: &Outcome, json: bool) -> anyhow::Result<()> {
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// One workload run with TLS and with `--insecure`, and what TLS cost:
+/// latency percentiles and the rate, side by side, with the differences.
+pub(crate) fn tls_cost(secure: &Outcome, plain: &Outcome) -> anyhow::Result<Outcome> {
+    let s: serde_json::Value = serde_json::from_str(&secure.json)?;
+    let p: serde_json::Value = serde_json::from_str(&plain.json)?;
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    let pct = |a: f64, b: f64| round1(if b == 0.0 { 0.0 } else { (a - b) / b * 100.0 });
+    let mut cost = serde_json::Map::new();
+    let mut rows = Vec::new();
+    for (key, label) in [("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")] {
+        if let (Some(a), Some(b)) = (num(&s, key), num(&p, key)) {
+            cost.insert(key.to_owned(), round1(a - b).into());
+            cost.insert(format!("{key}_pct"), pct(a, b).into());
+            rows.push((
+                label.to_owned(),
+                format!(
+                    "{a:.1} µs with TLS, {b:.1} µs without ({:+.1} µs, {:+.1}%)",
+                    a - b,
+                    pct(a, b)
+                ),
+            ));
+        }
+    }
+    for key in ["calls_per_sec", "msgs_per_sec"] {
+        if let (Some(a), Some(b)) = (num(&s, key), num(&p, key)) {
+            cost.insert(format!("{key}_pct"), pct(a, b).into());
+            rows.push((
+                key.replace("_per_sec", "/s"),
+                format!(
+                    "{} with TLS, {} without ({:+.1}%)",
+                    rate(a),
+                    rate(b),
+                    pct(a, b)
+                ),
+            ));
+        }
+    }
+    rows.insert(
+        0,
+        (
+            "pin".to_owned(),
+            s.get("pin")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_owned(),
+        ),
+    );
+    let json = serde_json::json!({
+        "workload": s.get("workload"),
+        "comparison": "tls-vs-insecure",
+        "pin": s.get("pin"),
+        "tls": s,
+        "insecure": p,
+        "cost": cost,
+    });
+    Ok(Outcome {
+        json: json.to_string(),
+        title: format!(
+            "{} — the cost of TLS (mutual TLS 1.3 vs --insecure)",
+            secure.title
+        ),
+        rows,
+    })
+}
+
+/// The table row saying how links were protected.
+pub(crate) fn tls_row(tls: bool) -> (String, String) {
+    let how = if tls {
+        "on (mutual TLS 1.3)"
+    } else {
+        "off (--insecure)"
+    };
+    ("tls".to_owned(), how.to_owned())
 }
 
 /// Formats a rate with thousands separators: 123456.7 -> "123 457".

@@ -8,7 +8,8 @@ use super::report::{self, Header, Latencies, Outcome, Percentiles, Phase, Progre
 use super::{Load, Stop};
 use anyhow::Context as _;
 use meshwire::rpc::{Client, Service};
-use meshwire::Node;
+use meshwire::security::{Authority, Identity, Trust};
+use meshwire::{Node, NodeBuilder};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,13 +84,17 @@ struct Measured {
     elapsed: Duration,
 }
 
-pub(crate) async fn latency(a: LatencyArgs, placement: &Placement) -> anyhow::Result<Outcome> {
+pub(crate) async fn latency(
+    a: &LatencyArgs,
+    placement: &Placement,
+    tls: bool,
+) -> anyhow::Result<Outcome> {
     let stop = a.load.stop(Stop::Count(20_000));
-    let m = run_pair("rpc-latency", &a.load, stop, 1, placement).await?;
+    let m = run_pair("rpc-latency", &a.load, stop, 1, placement, tls).await?;
     let calls = m.lat.count();
     let secs = m.elapsed.as_secs_f64();
     let out = LatencyJson {
-        header: Header::new("rpc-latency", placement, a.load.size),
+        header: Header::new("rpc-latency", placement, a.load.size, tls),
         calls,
         seconds: round6(secs),
         calls_per_sec: report::round1(calls as f64 / secs.max(1e-9)),
@@ -97,7 +102,7 @@ pub(crate) async fn latency(a: LatencyArgs, placement: &Placement) -> anyhow::Re
     };
     let mut rows = vec![
         ("pin".to_owned(), placement.describe()),
-        ("tls".to_owned(), "false".to_owned()),
+        report::tls_row(tls),
         (
             "calls".to_owned(),
             format!(
@@ -118,15 +123,16 @@ pub(crate) async fn latency(a: LatencyArgs, placement: &Placement) -> anyhow::Re
 }
 
 pub(crate) async fn throughput(
-    a: ThroughputArgs,
+    a: &ThroughputArgs,
     placement: &Placement,
+    tls: bool,
 ) -> anyhow::Result<Outcome> {
     let stop = a.load.stop(Stop::After(Duration::from_secs(5)));
-    let m = run_pair("rpc-throughput", &a.load, stop, a.inflight, placement).await?;
+    let m = run_pair("rpc-throughput", &a.load, stop, a.inflight, placement, tls).await?;
     let calls = m.lat.count();
     let secs = m.elapsed.as_secs_f64();
     let out = ThroughputJson {
-        header: Header::new("rpc-throughput", placement, a.load.size),
+        header: Header::new("rpc-throughput", placement, a.load.size, tls),
         inflight: a.inflight,
         calls,
         seconds: round6(secs),
@@ -135,7 +141,7 @@ pub(crate) async fn throughput(
     };
     let mut rows = vec![
         ("pin".to_owned(), placement.describe()),
-        ("tls".to_owned(), "false".to_owned()),
+        report::tls_row(tls),
         ("in flight".to_owned(), a.inflight.to_string()),
         ("calls".to_owned(), format!("{calls} in {secs:.2} s")),
         ("calls/s".to_owned(), report::rate(out.msgs_per_sec)),
@@ -151,6 +157,14 @@ pub(crate) async fn throughput(
     })
 }
 
+/// `b` on TLS as the given identity, or plaintext.
+fn secured(b: NodeBuilder, security: Option<(Identity, Trust)>) -> NodeBuilder {
+    match security {
+        Some((identity, trust)) => b.tls(identity, trust),
+        None => b.insecure(),
+    }
+}
+
 /// Seconds to the microsecond.
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
@@ -164,13 +178,25 @@ async fn run_pair(
     stop: Stop,
     inflight: u32,
     placement: &Placement,
+    tls: bool,
 ) -> anyhow::Result<Measured> {
+    // With TLS (the default) one in-memory authority certifies both sides,
+    // so their links are mutually authenticated as in production.
+    let (server_security, client_security) = if tls {
+        let ca = Authority::generate("meshwire bench")?;
+        (
+            Some((ca.issue()?, ca.trust())),
+            Some((ca.issue()?, ca.trust())),
+        )
+    } else {
+        (None, None)
+    };
     let (addr_tx, addr_rx) = oneshot::channel::<anyhow::Result<String>>();
     // Dropping `stop_tx` (on any path out of here) stops the server side.
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = spawn_side("server", placement, Side::Server, move || async move {
         let started = async {
-            let node = Node::builder()
+            let node = secured(Node::builder(), server_security)
                 .name("bench-server")
                 .listen("127.0.0.1:0")
                 .start()
@@ -230,7 +256,7 @@ async fn run_pair(
     let p = progress.clone();
     let (size, warmup) = (load.size, load.warmup);
     let client = spawn_side("client", placement, Side::Client, move || async move {
-        let node = Node::builder()
+        let node = secured(Node::builder(), client_security)
             .name("bench-client")
             .connect(&addr)
             .connect_timeout(Duration::from_secs(10))

@@ -32,7 +32,7 @@ struct LatencyJson {
     lat: Percentiles,
 }
 
-pub(crate) async fn latency(a: LatencyArgs, placement: &Placement) -> anyhow::Result<Outcome> {
+pub(crate) async fn latency(a: &LatencyArgs, placement: &Placement) -> anyhow::Result<Outcome> {
     let stop = a.load.stop(Stop::Count(20_000));
     let size = a.load.size.max(1);
     let warmup = a.load.warmup;
@@ -82,7 +82,7 @@ pub(crate) async fn latency(a: LatencyArgs, placement: &Placement) -> anyhow::Re
     let n = lat.count();
     let secs = elapsed.as_secs_f64();
     let out = LatencyJson {
-        header: Header::new("tcp-latency", placement, size),
+        header: Header::new("tcp-latency", placement, size, false),
         round_trips: n,
         seconds: (secs * 1e6).round() / 1e6,
         round_trips_per_sec: report::round1(n as f64 / secs.max(1e-9)),
