@@ -16,8 +16,8 @@ mod id;
 
 pub use codec::{encode_data, DecodeError, Decoder, Limits, HEADER_LEN};
 pub use frame::{
-    Ack, Close, CloseCode, Data, Frame, Hello, Lane, LaneAck, LaneResume, Message, Resume, Role,
-    Sack, Welcome, MAX_SACK_RANGES,
+    Ack, Close, CloseCode, Data, Frame, Grants, Hello, Lane, LaneAck, LaneResume, Message, OpRules,
+    Operation, Resume, Role, Sack, Welcome, MAX_SACK_RANGES,
 };
 pub use id::{check_literal, NodeId, ParseNodeIdError, Subject, SubjectError};
 
