@@ -25,6 +25,9 @@ pub use id::{check_literal, NodeId, ParseNodeIdError, Subject, SubjectError};
 /// (an HTTP request, a TLS ClientHello) is recognised at its first frame.
 pub const MAGIC: [u8; 4] = *b"MWIR";
 /// The newest protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this implementation still accepts.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The first protocol version with permissions: a router sends `Grants`
+/// and `Denied` only on links that negotiated at least this version.
+pub const PERMISSIONS_VERSION: u16 = 2;

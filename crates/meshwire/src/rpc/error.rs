@@ -37,9 +37,39 @@ pub enum RpcError<E = String> {
     /// (a handler panicked, or the reply was malformed).
     #[error("server error: {0}")]
     Internal(String),
+    /// The router's permissions do not let this node call (or serve) the
+    /// service. Not retryable: the permissions file must change.
+    #[error("{}", crate::error::permission_message(*op, service, denied_by.as_deref()))]
+    PermissionDenied {
+        /// `Call` (or `Serve`).
+        op: crate::security::Operation,
+        /// The service.
+        service: String,
+        /// The deny pattern that refused it, when known.
+        denied_by: Option<String>,
+    },
     /// The messaging layer failed.
     #[error("transport: {0}")]
-    Transport(#[from] crate::Error),
+    Transport(crate::Error),
+}
+
+impl<E> From<crate::Error> for RpcError<E> {
+    /// A permission error becomes [`RpcError::PermissionDenied`]; anything
+    /// else is [`RpcError::Transport`].
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::PermissionDenied {
+                op,
+                subject,
+                denied_by,
+            } => RpcError::PermissionDenied {
+                op,
+                service: subject,
+                denied_by,
+            },
+            e => RpcError::Transport(e),
+        }
+    }
 }
 
 impl<E> RpcError<E> {
@@ -60,6 +90,15 @@ impl<E> RpcError<E> {
             }
             RpcError::BadRequest(m) => RpcError::BadRequest(m),
             RpcError::Internal(m) => RpcError::Internal(m),
+            RpcError::PermissionDenied {
+                op,
+                service,
+                denied_by,
+            } => RpcError::PermissionDenied {
+                op,
+                service,
+                denied_by,
+            },
             RpcError::Transport(t) => RpcError::Transport(t),
         }
     }
