@@ -158,6 +158,8 @@ pub struct PeerStatus {
     pub up: bool,
     /// Messages awaiting its acknowledgement.
     pub outbox: usize,
+    /// The connection carrying the session (a new id after a reconnect).
+    pub connection: Option<u64>,
     /// Session internals, for debugging.
     pub detail: String,
 }
@@ -979,6 +981,7 @@ impl Engine {
                     router: p.role == Role::Router,
                     up: p.session.is_up(),
                     outbox: p.session.outbox_len(),
+                    connection: p.conn,
                     detail: format!(
                         "conn={:?} congested={:?} next={:?} resume={:?} wants_tx={} {:?}",
                         p.conn,

@@ -83,32 +83,32 @@ impl Engine {
             .as_ref()
             .map(|t| Arc::new(t.rules_for(p.node)));
         p.rules = rules.clone();
-        if let Some(rules) = &rules {
-            let mut revoked: Vec<(u64, Subject, Denial)> = p
-                .subs
-                .iter()
-                .filter_map(|(&sid, (pattern, _))| {
-                    let d = rules.check_subscribe(pattern).err()?;
-                    Some((sid, pattern.clone(), d))
-                })
-                .collect();
-            revoked.sort_by_key(|r| r.0);
-            for (sid, pattern, denial) in revoked {
-                self.client_unsubscribe(now, idx, sid);
-                self.deny(now, idx, denial, pattern, Some(sid), None);
-            }
-        }
-        let Some(p) = self.peers.get(&idx) else {
-            return;
-        };
+        // The grants go first, so that a client that learns of a revoked
+        // subscription already holds the rules that revoked it.
         if p.session.is_up() && p.version >= PERMISSIONS_VERSION {
-            let grants = rules.map(|r| Box::new(r.grants().clone()));
+            let grants = rules.as_ref().map(|r| Box::new(r.grants().clone()));
             self.send_to(
                 now,
                 idx,
                 Level::Reliable(Lane::Ordered),
                 Wire::Grants { rules: grants },
             );
+        }
+        let (Some(rules), Some(p)) = (rules, self.peers.get(&idx)) else {
+            return;
+        };
+        let mut revoked: Vec<(u64, Subject, Denial)> = p
+            .subs
+            .iter()
+            .filter_map(|(&sid, (pattern, _))| {
+                let d = rules.check_subscribe(pattern).err()?;
+                Some((sid, pattern.clone(), d))
+            })
+            .collect();
+        revoked.sort_by_key(|r| r.0);
+        for (sid, pattern, denial) in revoked {
+            self.client_unsubscribe(now, idx, sid);
+            self.deny(now, idx, denial, pattern, Some(sid), None);
         }
     }
 

@@ -704,28 +704,10 @@ where
 
 /// Decodes the application error of a raw call into the service's type.
 fn typed_error<E: DeserializeOwned>(codec: Codec, e: RpcError<Vec<u8>>) -> RpcError<E> {
-    match e {
-        RpcError::Application(b) => match envelope::decode_body::<E>(codec, &b) {
-            Ok(app) => RpcError::Application(app),
-            Err(e) => RpcError::Internal(format!("error did not decode: {e}")),
-        },
-        RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
-        RpcError::NoInstance { service } => RpcError::NoInstance { service },
-        RpcError::Cancelled => RpcError::Cancelled,
-        RpcError::UnknownMethod { service, method } => RpcError::UnknownMethod { service, method },
-        RpcError::BadRequest(m) => RpcError::BadRequest(m),
-        RpcError::Internal(m) => RpcError::Internal(m),
-        RpcError::PermissionDenied {
-            op,
-            service,
-            denied_by,
-        } => RpcError::PermissionDenied {
-            op,
-            service,
-            denied_by,
-        },
-        RpcError::Transport(t) => RpcError::Transport(t),
-    }
+    e.try_map_app(|b| {
+        envelope::decode_body::<E>(codec, &b)
+            .map_err(|e| RpcError::Internal(format!("error did not decode: {e}")))
+    })
 }
 
 impl<'a, Req, Resp, E> IntoFuture for Call<'a, Req, Resp, E>

@@ -80,11 +80,17 @@ impl<E> RpcError<E> {
 
     /// Maps the application error type.
     pub fn map_app<F>(self, f: impl FnOnce(E) -> F) -> RpcError<F> {
+        self.try_map_app(|e| Ok(f(e)))
+    }
+
+    /// Maps the application error, which may turn into another error (a
+    /// body that does not decode).
+    pub(crate) fn try_map_app<F>(self, f: impl FnOnce(E) -> Result<F, RpcError<F>>) -> RpcError<F> {
         match self {
             RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
             RpcError::NoInstance { service } => RpcError::NoInstance { service },
             RpcError::Cancelled => RpcError::Cancelled,
-            RpcError::Application(e) => RpcError::Application(f(e)),
+            RpcError::Application(e) => f(e).map_or_else(|e| e, RpcError::Application),
             RpcError::UnknownMethod { service, method } => {
                 RpcError::UnknownMethod { service, method }
             }

@@ -164,9 +164,13 @@ impl Granted {
             return Ok(());
         }
         let rules = self.rules.read().unwrap_or_else(|e| e.into_inner());
-        match rules.as_deref() {
-            Some(r) => f(r).map_err(crate::Error::from),
-            None => Ok(()),
+        match rules.as_deref().map(f) {
+            Some(Err(d)) => {
+                metrics::counter!("meshwire_permission_denied_total", "op" => d.op.as_str())
+                    .increment(1);
+                Err(d.into())
+            }
+            _ => Ok(()),
         }
     }
 
