@@ -81,7 +81,7 @@ pub enum Error {
     },
     /// A permissions file could not be used (at start: fix it; on a
     /// reload: the rules in force stay).
-    #[error("permissions: {0}")]
+    #[error(transparent)]
     Permissions(#[from] crate::security::PermissionsError),
     /// The node's TLS identity or trust configuration could not be used
     /// (a key or trust file that cannot be read or parsed, bad CA roots).

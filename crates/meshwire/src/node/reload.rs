@@ -14,6 +14,7 @@
 //! and is read again at the next poll.
 
 use crate::engine::Command;
+use crate::security::permissions::read_text;
 use crate::security::{Permissions, PermissionsError};
 use crate::{Error, Result};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -72,10 +73,7 @@ impl Source {
 /// The file's text and a hash of it. (A small file read with blocking
 /// I/O, once a second at most: not worth a thread hop.)
 fn read(path: &Path) -> Result<(u64, String), PermissionsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PermissionsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
     Ok((h.finish(), text))

@@ -22,12 +22,14 @@ const FORMAT_HINT: &str = "see \"Permissions\" in docs/SECURITY.md for the forma
 #[non_exhaustive]
 pub enum PermissionsError {
     /// The file could not be read.
-    #[error("cannot read permissions file {}: {source}", path.display())]
+    // The cause is in the message, not a `source`: error reporters that
+    // print the chain would say it twice.
+    #[error("cannot read permissions file {}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        cause: io::Error,
     },
     /// Not valid TOML, or a key this format does not have (the message
     /// names the keys it expected).
@@ -148,6 +150,14 @@ struct OpDoc {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
+}
+
+/// The file's text.
+pub(crate) fn read_text(path: &Path) -> Result<String, PermissionsError> {
+    std::fs::read_to_string(path).map_err(|cause| PermissionsError::Io {
+        path: path.to_path_buf(),
+        cause,
+    })
 }
 
 /// Where a byte offset falls: (line, column), both from 1.

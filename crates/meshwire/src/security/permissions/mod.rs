@@ -51,6 +51,7 @@ mod file;
 mod tests;
 
 pub(crate) use check::{Denial, Rules};
+pub(crate) use file::read_text;
 pub use file::PermissionsError;
 
 use meshwire_proto::wire::{Grants, NodeId, Operation, Subject};
@@ -79,11 +80,7 @@ impl Permissions {
     /// Reads and checks a permissions file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, PermissionsError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| PermissionsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&file::read_text(path)?, path)
     }
 
     /// [`Permissions::load`] on text in memory; `path` only names the
