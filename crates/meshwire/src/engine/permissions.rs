@@ -112,9 +112,17 @@ impl Engine {
         }
     }
 
-    /// The rules a router applies to a client peer (`None`: unrestricted).
-    pub(crate) fn client_rules(&self, idx: u64) -> Option<Arc<Rules>> {
-        self.peers.get(&idx).and_then(|p| p.rules.clone())
+    /// Why a client peer's rules refuse what `check` checks, if they do.
+    /// Costs nothing (no lookup) on a router without permissions; borrows
+    /// the rules rather than cloning them, since it runs per publication.
+    pub(crate) fn refused(
+        &self,
+        idx: u64,
+        check: impl FnOnce(&Rules) -> Result<(), Denial>,
+    ) -> Option<Denial> {
+        self.permissions.as_ref()?;
+        let rules = self.peers.get(&idx)?.rules.as_deref()?;
+        check(rules).err()
     }
 
     /// A client's operation was refused: count it, log it once per peer

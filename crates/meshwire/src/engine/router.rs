@@ -99,10 +99,8 @@ impl Engine {
                 if let Err(why) = self.check_publish(&subject, reply_to.as_ref(), payload.len()) {
                     return self.protocol_error(idx, &why);
                 }
-                if let Some(rules) = self.client_rules(idx) {
-                    if let Err(d) = rules.check_publish(&subject) {
-                        return self.deny(now, idx, d, subject, None, reply_to);
-                    }
+                if let Some(d) = self.refused(idx, |r| r.check_publish(&subject)) {
+                    return self.deny(now, idx, d, subject, None, reply_to);
                 }
                 self.route(now, Origin::Client(idx), level, subject, reply_to, payload);
             }
@@ -118,13 +116,11 @@ impl Engine {
                 if let Err(e) = Subject::pattern(pattern.as_str()) {
                     return self.protocol_error(idx, &format!("bad subscription: {e}"));
                 }
-                if let Some(rules) = self.client_rules(idx) {
-                    if let Err(d) = rules.check_subscribe(&pattern) {
-                        // A restated subscription the rules no longer allow
-                        // goes too.
-                        self.client_unsubscribe(now, idx, sid);
-                        return self.deny(now, idx, d, pattern, Some(sid), None);
-                    }
+                if let Some(d) = self.refused(idx, |r| r.check_subscribe(&pattern)) {
+                    // A restated subscription the rules no longer allow
+                    // goes too.
+                    self.client_unsubscribe(now, idx, sid);
+                    return self.deny(now, idx, d, pattern, Some(sid), None);
                 }
                 self.client_subscribe(now, idx, sid, pattern, group);
             }
