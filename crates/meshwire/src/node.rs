@@ -201,7 +201,8 @@ impl NodeBuilder {
     }
 
     /// Starts the node. A router is ready when this returns; a client has
-    /// attached to a router (or this fails after the connect timeout).
+    /// attached to a router and knows what the router permits it (or this
+    /// fails after the connect timeout).
     pub async fn start(self) -> Result<Node> {
         let tls = match &self.security {
             Security::Default => None,
@@ -344,7 +345,9 @@ impl Node {
     }
 
     /// Waits until a client is attached to a router (true), or `timeout`
-    /// passes (false). Routers are always attached.
+    /// passes (false). Routers are always attached. Attached includes
+    /// having the router's permissions for this node (its first `Grants`),
+    /// so that the first operation after this is already checked.
     pub async fn wait_attached(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.ready.clone();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r))
