@@ -64,14 +64,15 @@ impl Engine {
             .filter(|(_, p)| p.role == Role::Client)
             .map(|(&i, _)| i)
             .collect();
+        let n = clients.len();
         for idx in clients {
             self.apply_rules(now, idx);
         }
-        tracing::info!(clients = self.peers.len(), "permissions in force");
+        tracing::info!(clients = n, "permissions in force");
     }
 
-    /// Computes a client peer's rules, ends its subscriptions they no
-    /// longer allow, and tells it (if its link is up). Called on every
+    /// Computes a client peer's rules, tells it (if its link is up), and
+    /// ends its subscriptions they no longer allow. Called on every
     /// link-up (the node behind a named session may have changed, and the
     /// rules may have changed while it was away) and on every reload.
     pub(crate) fn apply_rules(&mut self, now: Instant, idx: u64) {
