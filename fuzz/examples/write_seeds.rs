@@ -10,8 +10,8 @@
 
 use bytes::{Bytes, BytesMut};
 use meshwire_proto::wire::{
-    Ack, Close, CloseCode, Data, Decoder, Frame, Hello, Lane, LaneAck, LaneResume, Limits, Message,
-    NodeId, Resume, Role, Sack, Subject, Welcome,
+    Ack, Close, CloseCode, Data, Decoder, Frame, Grants, Hello, Lane, LaneAck, LaneResume, Limits,
+    Message, NodeId, OpRules, Operation, Resume, Role, Sack, Subject, Welcome,
 };
 use std::path::PathBuf;
 
@@ -150,6 +150,56 @@ fn main() -> std::io::Result<()> {
                     0,
                     Message::NoResponders {
                         reply_to: subj("_inbox.x1"),
+                    },
+                ),
+            ],
+        ),
+        (
+            "permissions",
+            vec![3, 40],
+            vec![
+                data(Some(Lane::Ordered), 1, Message::Grants { rules: None }),
+                data(
+                    Some(Lane::Ordered),
+                    2,
+                    Message::Grants {
+                        rules: Some(Box::new(Grants {
+                            ops: [
+                                OpRules {
+                                    allow: vec![subj("orders.>")],
+                                    deny: vec![subj("orders.secret.>")],
+                                },
+                                OpRules {
+                                    allow: vec![subj("orders.*")],
+                                    deny: vec![],
+                                },
+                                OpRules::default(),
+                                OpRules {
+                                    allow: vec![subj("*")],
+                                    deny: vec![subj("Admin")],
+                                },
+                            ],
+                        })),
+                    },
+                ),
+                data(
+                    Some(Lane::Ordered),
+                    3,
+                    Message::Denied {
+                        op: Operation::Subscribe,
+                        subject: subj("orders.>"),
+                        sid: Some(4),
+                        reply_to: None,
+                    },
+                ),
+                data(
+                    Some(Lane::Ordered),
+                    4,
+                    Message::Denied {
+                        op: Operation::Call,
+                        subject: subj("_RPC.Admin.x"),
+                        sid: None,
+                        reply_to: Some(subj("_INBOX.x.1")),
                     },
                 ),
             ],

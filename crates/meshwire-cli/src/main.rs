@@ -116,6 +116,7 @@ fn main() -> ExitCode {
                         meshwire::Error::Address(_)
                             | meshwire::Error::Subject(_)
                             | meshwire::Error::Config(_)
+                            | meshwire::Error::Permissions(_)
                     )
                 );
             ExitCode::from(if usage { 2 } else { 1 })

@@ -6,21 +6,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{run, run_with_stdin, NodeProc, Proc};
+use support::{keygen, run, run_with_stdin, NodeProc, Proc};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// `meshwire keygen --out PATH`; returns the NodeId it printed.
-fn keygen(path: &Path) -> String {
-    let p = path.to_str().unwrap();
-    let done = run(&["keygen", "--out", p], LIMIT);
-    done.assert_code(0);
-    let v: serde_json::Value = serde_json::from_str(&done.stdout_text()).unwrap();
-    assert_eq!(v["key"], p);
-    v["node"].as_str().unwrap().to_owned()
-}
 
 #[test]
 fn keygen_node_pub_and_sub_talk_over_tls() {

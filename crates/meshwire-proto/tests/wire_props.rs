@@ -5,9 +5,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use meshwire_proto::wire::{
-    encode_data, Ack, Close, CloseCode, Data, DecodeError, Decoder, Frame, Hello, Lane, LaneAck,
-    LaneResume, Limits, Message, NodeId, Resume, Role, Sack, Subject, Welcome, MAGIC,
-    MAX_SACK_RANGES,
+    encode_data, Ack, Close, CloseCode, Data, DecodeError, Decoder, Frame, Grants, Hello, Lane,
+    LaneAck, LaneResume, Limits, Message, NodeId, OpRules, Operation, Resume, Role, Sack, Subject,
+    Welcome, MAGIC, MAX_SACK_RANGES,
 };
 use proptest::prelude::*;
 
@@ -217,8 +217,38 @@ fn message() -> BoxedStrategy<Message> {
         prop::collection::vec((node_id(), subject()), 0..6)
             .prop_map(|routers| Message::Peers { routers }),
         subject().prop_map(|reply_to| Message::NoResponders { reply_to }),
+        prop::option::of(grants().prop_map(Box::new)).prop_map(|rules| Message::Grants { rules }),
+        (
+            operation(),
+            subject(),
+            prop::option::of(u64_edgy()),
+            opt_subject()
+        )
+            .prop_map(|(op, subject, sid, reply_to)| Message::Denied {
+                op,
+                subject,
+                sid,
+                reply_to,
+            }),
     ]
     .boxed()
+}
+
+fn operation() -> BoxedStrategy<Operation> {
+    prop::sample::select(Operation::ALL.to_vec()).boxed()
+}
+
+fn grants() -> BoxedStrategy<Grants> {
+    let list = || prop::collection::vec(subject(), 0..4);
+    prop::collection::vec((list(), list()), 4)
+        .prop_map(|rules| {
+            let mut g = Grants::default();
+            for (slot, (allow, deny)) in g.ops.iter_mut().zip(rules) {
+                *slot = OpRules { allow, deny };
+            }
+            g
+        })
+        .boxed()
 }
 
 fn data() -> BoxedStrategy<Data> {
@@ -746,4 +776,28 @@ fn length_at_the_limit_waits_for_the_body() {
     buf.put_u32(limits.max_frame);
     assert_eq!(Decoder::new(limits).decode(&mut buf), Ok(None));
     assert_eq!(&buf[..], &limits.max_frame.to_be_bytes()[..]);
+}
+
+#[test]
+fn denied_with_an_unknown_operation_is_an_error() {
+    for op in [0u8, 5, 0xff] {
+        let mut b = BytesMut::new();
+        encode_data(
+            &mut b,
+            None,
+            0,
+            &Message::Denied {
+                op: Operation::Call,
+                subject: Subject::literal("a").unwrap(),
+                sid: None,
+                reply_to: None,
+            },
+        );
+        // length(4) type(1) kind(1) op(1)
+        b[6] = op;
+        assert_eq!(
+            Decoder::new(Limits::default()).decode(&mut b),
+            Err(DecodeError::InvalidValue("operation"))
+        );
+    }
 }

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub reconnect_max: Duration,
     /// How long `shutdown` waits for outboxes to drain.
     pub drain_timeout: Duration,
+    /// How often a router looks at its permissions file for changes
+    /// ([`crate::NodeBuilder::permissions_file`]).
+    pub permissions_poll: Duration,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             reconnect_min: Duration::from_millis(20),
             reconnect_max: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            permissions_poll: Duration::from_secs(1),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The errors users of the public API see.
 
-use meshwire_proto::wire::SubjectError;
+use meshwire_proto::wire::{Operation, SubjectError};
 use std::time::Duration;
 
 /// What went wrong with a meshwire operation.
@@ -68,6 +68,27 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The router's permissions do not allow this node to do this (fatal
+    /// for this operation: change the permissions file, or do something
+    /// else). Returned before anything is sent when the client knows its
+    /// rules, or when the router's notice comes back (a request fails at
+    /// once; a revoked subscription ends, see
+    /// [`Subscription::error`](crate::Subscription::error)).
+    #[error("{}", permission_message(*op, subject, denied_by.as_deref()))]
+    PermissionDenied {
+        /// What was refused.
+        op: Operation,
+        /// The subject published or the pattern subscribed to; for serve
+        /// and call, the service's name.
+        subject: String,
+        /// The deny pattern that refused it; `None` when no allow pattern
+        /// takes it in (or the router did not say).
+        denied_by: Option<String>,
+    },
+    /// A permissions file could not be used (at start: fix it; on a
+    /// reload: the rules in force stay).
+    #[error(transparent)]
+    Permissions(#[from] crate::security::PermissionsError),
     /// The node's TLS identity or trust configuration could not be used
     /// (a key or trust file that cannot be read or parsed, bad CA roots).
     #[error("security set-up: {0}")]
@@ -81,6 +102,32 @@ impl Error {
             self,
             Error::Timeout(_) | Error::NoResponders { .. } | Error::Unreachable { .. }
         )
+    }
+}
+
+pub(crate) fn permission_message(op: Operation, subject: &str, denied_by: Option<&str>) -> String {
+    let what = match op {
+        Operation::Serve | Operation::Call => format!("{op} service {subject:?}"),
+        _ => format!("{op} {subject:?}"),
+    };
+    match denied_by {
+        Some(d) => format!(
+            "permission denied: this node may not {what}: the {op} deny pattern {d:?} in its \
+             router's permissions file refuses it (deny wins over allow); narrow or remove that \
+             pattern and reload the router's permissions (SIGHUP)"
+        ),
+        None => format!(
+            "permission denied: this node may not {what}: no {op} allow pattern for this node in \
+             its router's permissions file takes it in{}; add one to the node's entry \
+             ([nodes.\"<node id>\"] {op} = {{ allow = [...] }}) and reload the router's \
+             permissions (SIGHUP)",
+            if op == Operation::Subscribe {
+                " (a subscription is allowed only if every subject it could receive is: \
+                 subscribe narrower, or widen the allow pattern)"
+            } else {
+                ""
+            }
+        ),
     }
 }
 

@@ -48,7 +48,7 @@
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
 //! | [`testkit`] | a TCP proxy that cuts links on demand, for tests and demos |
-//! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out) |
+//! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out), per-NodeId permissions (`NodeBuilder::permissions_file`) |
 //! | [`NodeConfig`] | every limit and timer, with defaults |
 //! | `engine` (private) | the one task per node that owns sessions and routing |
 //! | `link`, `transport` (private) | socket I/O: TCP and in-memory |
@@ -65,7 +65,8 @@
 //! `meshwire_best_effort_dropped_total`, `meshwire_links_up`,
 //! `meshwire_links_opened_total`, `meshwire_links_refused_total`,
 //! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
-//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`;
+//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`,
+//! `meshwire_permission_denied_total` (label `op`);
 //! for RPC `meshwire_rpc_calls_served_total`, `meshwire_rpc_cancelled_total`,
 //! `meshwire_rpc_deadline_exceeded_total`, `meshwire_rpc_handler_panics_total`,
 //! `meshwire_rpc_retries_total`, `meshwire_rpc_hedges_total`.

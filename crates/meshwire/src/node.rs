@@ -1,8 +1,11 @@
 //! [`Node`] and [`NodeBuilder`]: the public face of the library.
 
+mod reload;
+
 use crate::config::NodeConfig;
 use crate::engine::{self, Command, Control, Level, ReplySink, Spec, Status};
 use crate::pubsub::{Message, Subscription};
+use crate::security::permissions::Granted;
 use crate::security::{Authority, Identity, Trust};
 use crate::transport::secure::LinkTls;
 use crate::transport::Addr;
@@ -46,6 +49,10 @@ struct Inner {
     ctl: mpsc::UnboundedSender<Control>,
     ready: watch::Receiver<bool>,
     max_payload: usize,
+    /// What this client's router allows it (checked before sending).
+    granted: Arc<Granted>,
+    /// A router's permissions file.
+    permissions: Option<Arc<reload::Source>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -63,6 +70,7 @@ pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
     connect_timeout: Option<Duration>,
     security: Security,
+    permissions: Option<PathBuf>,
 }
 
 /// What protects the node's links.
@@ -203,8 +211,26 @@ impl NodeBuilder {
         self
     }
 
+    /// Enforces the permissions in `path` (TOML; format and rules in
+    /// [`security::permissions`](crate::security::permissions)) on the
+    /// clients attached to this router: what each NodeId, or group of
+    /// NodeIds, may publish, subscribe to, serve and call. Without it
+    /// everything is allowed.
+    ///
+    /// `start` fails if the file cannot be read or is not valid. The file
+    /// is read again when it changes (polled every
+    /// [`NodeConfig::permissions_poll`](crate::NodeConfig::permissions_poll))
+    /// and on [`Node::reload_permissions`]; links stay up, and an invalid
+    /// new version leaves the rules in force. Routers only. NodeIds are
+    /// only as trustworthy as the links: use TLS ([`NodeBuilder::tls`]).
+    pub fn permissions_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.permissions = Some(path.into());
+        self
+    }
+
     /// Starts the node. A router is ready when this returns; a client has
-    /// attached to a router (or this fails after the connect timeout).
+    /// attached to a router and knows what the router permits it (or this
+    /// fails after the connect timeout).
     pub async fn start(self) -> Result<Node> {
         let default_security = matches!(self.security, Security::Default);
         let (identity, trust) = match self.security {
@@ -269,6 +295,28 @@ impl NodeBuilder {
         let max_payload = self.cfg.max_payload;
         let name = self.name.unwrap_or_else(|| id.to_string()[..8].to_owned());
         let client = listen.is_none();
+        let (source, permissions) = match &self.permissions {
+            Some(_) if client => {
+                return Err(Error::Config(
+                    "permissions are enforced by routers on their clients: give the \
+                     permissions file to the router (a node that listens)"
+                        .into(),
+                ))
+            }
+            Some(path) => {
+                let (source, permissions) = reload::Source::open(path)?;
+                if tls.is_none() {
+                    tracing::warn!(
+                        "permissions on plaintext links trust the NodeId each client claims; \
+                         run TLS so that NodeIds are authenticated"
+                    );
+                }
+                (Some(source), Some(Arc::new(permissions)))
+            }
+            None => (None, None),
+        };
+        let granted = Arc::new(Granted::default());
+        let poll = self.cfg.permissions_poll;
         let started = engine::start(Spec {
             cfg: self.cfg,
             id,
@@ -279,8 +327,13 @@ impl NodeBuilder {
             connect: connect.clone(),
             session_name,
             tls,
+            permissions,
+            granted: granted.clone(),
         })
         .await?;
+        if let Some(source) = &source {
+            tokio::spawn(reload::watch(started.cmd.downgrade(), source.clone(), poll));
+        }
         let node = Node {
             inner: Arc::new(Inner {
                 id,
@@ -289,6 +342,8 @@ impl NodeBuilder {
                 ctl: started.ctl,
                 ready: started.ready,
                 max_payload,
+                granted,
+                permissions: source,
                 task: std::sync::Mutex::new(Some(started.task)),
             }),
         };
@@ -331,7 +386,9 @@ impl Node {
     }
 
     /// Waits until a client is attached to a router (true), or `timeout`
-    /// passes (false). Routers are always attached.
+    /// passes (false). Routers are always attached. Attached includes
+    /// having the router's permissions for this node (its first `Grants`),
+    /// so that the first operation after this is already checked.
     pub async fn wait_attached(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.ready.clone();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r))
@@ -386,6 +443,7 @@ impl Node {
         payload: impl Into<Bytes>,
     ) -> Result<Replies> {
         let subject = Subject::literal(subject.as_ref())?;
+        self.inner.granted.check_publish(&subject)?;
         let payload = payload.into();
         if payload.len() > self.inner.max_payload {
             return Err(Error::PayloadTooLarge {
@@ -419,6 +477,7 @@ impl Node {
         payload: impl Into<Bytes>,
     ) -> Result<()> {
         let subject = Subject::literal(subject.as_ref())?;
+        self.inner.granted.check_publish(&subject)?;
         self.inner
             .ctl
             .send(Control::Publish {
@@ -444,6 +503,39 @@ impl Node {
             true,
         )
         .await
+    }
+
+    /// Reads the permissions file again now and puts it in force on every
+    /// attached client, without dropping links: subscriptions it no longer
+    /// allows end ([`Subscription::error`] says why), and each client is
+    /// told its new rules. On an error (the file cannot be read or is not
+    /// valid) the rules in force stay, and the error is returned and
+    /// logged. The file is also reloaded by itself when it changes; this is
+    /// for SIGHUP and for callers that must know the reload happened.
+    pub async fn reload_permissions(&self) -> Result<()> {
+        let Some(source) = &self.inner.permissions else {
+            return Err(Error::Config(
+                "this node has no permissions file to reload; start it with \
+                 NodeBuilder::permissions_file (CLI: --permissions FILE)"
+                    .into(),
+            ));
+        };
+        match source.reload(&self.inner.cmd, false).await {
+            Ok(_) => {
+                tracing::info!("permissions reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "permissions not reloaded; the rules in force stay");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether this node's router lets it call `service` (for the RPC
+    /// client, so a denied call says so rather than "no instance").
+    pub(crate) fn check_call(&self, service: &str) -> Result<()> {
+        self.inner.granted.check_call(service)
     }
 
     /// Resolves once every message published so far is owned by a router.
@@ -486,6 +578,7 @@ impl Node {
         level: Level,
         wait: bool,
     ) -> Result<()> {
+        self.inner.granted.check_publish(&subject)?;
         if payload.len() > self.inner.max_payload {
             return Err(Error::PayloadTooLarge {
                 len: payload.len(),
@@ -626,6 +719,7 @@ impl<'a> IntoFuture for Subscribe<'a> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let pattern = self.pattern?;
+            self.node.inner.granted.check_subscribe(&pattern)?;
             let group = self.group.as_deref().map(Subject::literal).transpose()?;
             let (tx, rx) = oneshot::channel();
             self.node
@@ -664,6 +758,7 @@ impl<'a> IntoFuture for Request<'a> {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let subject = self.subject?;
+            self.node.inner.granted.check_publish(&subject)?;
             if self.payload.len() > self.node.inner.max_payload {
                 return Err(Error::PayloadTooLarge {
                     len: self.payload.len(),

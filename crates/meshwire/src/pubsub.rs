@@ -2,10 +2,10 @@
 
 use crate::engine::Control;
 use bytes::Bytes;
-use meshwire_proto::wire::Subject;
+use meshwire_proto::wire::{Operation, Subject};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -50,6 +50,9 @@ pub(crate) struct SubShared {
     pub(crate) queued: AtomicUsize,
     /// The engine froze credit because of this subscription.
     pub(crate) throttled: AtomicBool,
+    /// Set when the router refused or revoked the subscription (its
+    /// permissions): which operation, and the subject or service named.
+    pub(crate) denied: OnceLock<(Operation, String)>,
 }
 
 /// A stream of messages matching a subject pattern. Dropping it ends the
@@ -67,9 +70,26 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The next message, or `None` once the node shut down.
+    /// The next message, or `None` once the subscription ended: the node
+    /// shut down, or the router's permissions refused or revoked it
+    /// ([`Subscription::error`] tells which).
     pub async fn recv(&mut self) -> Option<Message> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Why the node ended this subscription, if it did: the router's
+    /// permissions refused it, or a reload of them revoked it
+    /// ([`Error::PermissionDenied`](crate::Error::PermissionDenied)).
+    /// `None` while it is open or after a shutdown.
+    pub fn error(&self) -> Option<crate::Error> {
+        self.shared
+            .denied
+            .get()
+            .map(|(op, subject)| crate::Error::PermissionDenied {
+                op: *op,
+                subject: subject.clone(),
+                denied_by: None,
+            })
     }
 
     /// The pattern subscribed to.

@@ -123,6 +123,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                     out.write_all(b"\n")?;
                 }
             }
+            Err(e @ RpcError::PermissionDenied { .. }) => {
+                // Every further call would be refused the same way.
+                out.flush()?;
+                drop(out);
+                node.shutdown().await;
+                anyhow::bail!("{e}");
+            }
             Err(e) => {
                 errors += 1;
                 let msg = match e {

@@ -168,3 +168,38 @@ pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+/// SIGHUP, the conventional "reload your configuration" signal. Install
+/// before announcing readiness (like [`stop_signal`]): until a handler is
+/// installed, SIGHUP kills the process.
+pub(crate) struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    pub(crate) fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Hangups {
+                signal: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Hangups {}
+        }
+    }
+
+    /// Resolves at the next SIGHUP (never where there is none).
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.signal {
+            if s.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}

@@ -1,6 +1,6 @@
 //! `meshwire node`: a router that runs until told to stop.
 
-use super::{stop_signal, Security};
+use super::{stop_signal, Hangups, Security};
 use meshwire::Node;
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// When ready it prints one JSON line to stdout:
 /// {"event":"ready","node":"<NodeId>","listen":"<ADDR>"} — port 0 picks a
 /// free port and the line says which. Logs go to stderr. SIGINT/SIGTERM
-/// drain and exit 0.
+/// drain and exit 0; SIGHUP reloads --permissions.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Address to listen on, HOST:PORT (port 0 picks a free one).
@@ -40,6 +40,29 @@ pub(crate) struct Args {
     /// disconnected before anything is allocated.
     #[arg(long, value_name = "BYTES", default_value_t = meshwire::proto::wire::Limits::default().max_frame)]
     max_frame: u32,
+    /// Enforce the permissions in FILE on the clients attached to this
+    /// router: what each NodeId (or group of NodeIds) may publish,
+    /// subscribe to, serve and call. SIGHUP re-reads the file, and so does
+    /// a change to it (checked every second); links stay up, and an
+    /// invalid file leaves the rules in force. Without it everything is
+    /// allowed. Use with TLS (--key/--trust), so NodeIds are authenticated.
+    /// The file is TOML:
+    ///
+    ///   [groups]
+    ///   ops = ["<nodeid>", "<nodeid>"]
+    ///
+    ///   [nodes."<nodeid>"]       # or [nodes."group:ops"], or [nodes."*"] for every node
+    ///   publish   = { allow = ["orders.>"], deny = ["orders.secret.>"] }
+    ///   subscribe = { allow = ["orders.*"] }
+    ///   serve     = { allow = ["Calculator"] }
+    ///   call      = { allow = ["*"], deny = ["Admin"] }
+    ///
+    /// A node's rules are its entry, its groups' and "*", merged; deny
+    /// wins; a node no entry names may do nothing. A subscription must be
+    /// covered by an allow pattern as a whole. Replies and a node's own
+    /// inbox are always allowed; RPC subjects follow serve and call.
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    permissions: Option<PathBuf>,
     /// Links are mutually authenticated TLS 1.3: --key FILE (default: DIR/
     /// node.key with --data DIR), --trust FILE or --ca FILE; --insecure for
     /// plaintext.
@@ -74,6 +97,9 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     if let Some(adv) = &a.advertise {
         b = b.advertise(adv);
     }
+    if let Some(p) = &a.permissions {
+        b = b.permissions_file(p);
+    }
     let (b, security) = a.security.apply(b, a.data.as_deref())?;
     if let (Security::Tls { node, .. }, false) = (security, a.security.admits_others()) {
         tracing::warn!(
@@ -83,6 +109,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let stop = stop_signal();
+    let mut hangups = Hangups::install();
     let node = b.start().await?;
     let ready = serde_json::json!({
         "event": "ready",
@@ -95,7 +122,21 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(listen = node.listen_addr().unwrap_or_default(), "ready");
-    stop.await;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangups.recv() => {
+                if a.permissions.is_none() {
+                    tracing::info!("SIGHUP: nothing to reload (no --permissions)");
+                } else {
+                    // Success and failure (with the reason) are logged by the
+                    // node; on failure the rules in force stay.
+                    let _ = node.reload_permissions().await;
+                }
+            }
+        }
+    }
     tracing::info!("stop requested; draining");
     node.shutdown().await;
     Ok(())

@@ -49,7 +49,14 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             m = sub.recv() => m,
             _ = &mut stop => break,
         };
-        let Some(mut msg) = first else { break };
+        let Some(mut msg) = first else {
+            if let Some(e) = sub.error() {
+                // The router's permissions refused or revoked it.
+                out.flush()?;
+                return Err(e.into());
+            }
+            break;
+        };
         // Write everything already waiting, then flush once.
         loop {
             if a.json {

@@ -308,14 +308,23 @@ impl Proc {
     /// Sends SIGTERM (through the `kill` command: no unsafe code and no
     /// extra crate for one signal).
     pub(crate) fn signal_term(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends SIGHUP (reload).
+    pub(crate) fn signal_hup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(
             ok,
-            "could not send SIGTERM to {} ({})",
+            "could not send SIG{name} to {} ({})",
             self.name,
             self.pid()
         );
@@ -484,4 +493,14 @@ pub(crate) fn vm_rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// `meshwire keygen --out PATH`; returns the NodeId it printed.
+pub(crate) fn keygen(path: &std::path::Path) -> String {
+    let p = path.to_str().expect("UTF-8 path");
+    let done = run(&["keygen", "--out", p], Duration::from_secs(20));
+    done.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&done.stdout_text()).expect("JSON");
+    assert_eq!(v["key"], p);
+    v["node"].as_str().expect("a node id").to_owned()
 }

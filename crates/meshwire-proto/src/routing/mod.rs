@@ -20,9 +20,14 @@
 //!   └ tail                                    >           r9
 //! ```
 //!
+//! Beside the table, [`matches`], [`covers`] and [`overlaps`] relate
+//! patterns to subjects and to each other (what permissions are checked
+//! with).
+//!
 //! The key `T` is whatever names a subscriber: `(session, sid)` for local
 //! subscriptions, a `NodeId` for a router's peers.
 
+mod algebra;
 mod trie;
 
 #[cfg(test)]
@@ -36,6 +41,7 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 
 use crate::wire::Subject;
+pub use algebra::{covers, matches, overlaps};
 use trie::{shrink_sparse_map, shrink_sparse_set, Trie};
 
 /// Subscriptions by pattern and queue group, for matching published subjects.

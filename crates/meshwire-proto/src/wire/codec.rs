@@ -340,6 +340,17 @@ impl Reader<'_> {
             Ok(None)
         }
     }
+    /// `count: u16` then that many subjects.
+    fn subjects(&mut self, what: &'static str) -> Result<Vec<Subject>, DecodeError> {
+        let n = self.u16(what)? as usize;
+        // Each subject takes at least 3 bytes: bound before allocating.
+        self.need(n.saturating_mul(3), what)?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.subject(what)?);
+        }
+        Ok(v)
+    }
     fn payload(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u32("payload length")? as usize;
         self.need(n, "payload")?;
@@ -357,13 +368,7 @@ impl Reader<'_> {
                 let reply_to = self.opt_subject("reply_to")?;
                 let payload = self.payload()?;
                 let plain = self.bool("plain")?;
-                let n = self.u16("group count")? as usize;
-                // Each group takes at least 3 bytes: bound before allocating.
-                self.need(n.saturating_mul(3), "groups")?;
-                let mut groups = Vec::with_capacity(n);
-                for _ in 0..n {
-                    groups.push(self.subject("group")?);
-                }
+                let groups = self.subjects("groups")?;
                 Message::Forward {
                     subject,
                     reply_to,
@@ -403,6 +408,29 @@ impl Reader<'_> {
             }
             kind::NO_RESPONDERS => Message::NoResponders {
                 reply_to: self.subject("reply_to")?,
+            },
+            kind::GRANTS => Message::Grants {
+                rules: if self.bool("restricted")? {
+                    let mut g = Grants::default();
+                    for rules in &mut g.ops {
+                        rules.allow = self.subjects("allow patterns")?;
+                        rules.deny = self.subjects("deny patterns")?;
+                    }
+                    Some(Box::new(g))
+                } else {
+                    None
+                },
+            },
+            kind::DENIED => Message::Denied {
+                op: Operation::from_u8(self.u8("operation")?)
+                    .ok_or(DecodeError::InvalidValue("operation"))?,
+                subject: self.subject("subject")?,
+                sid: if self.bool("sid")? {
+                    Some(self.u64("sid")?)
+                } else {
+                    None
+                },
+                reply_to: self.opt_subject("reply_to")?,
             },
             other => return Err(DecodeError::UnknownMessageKind(other)),
         })
@@ -547,6 +575,14 @@ fn put_opt_subject(dst: &mut BytesMut, s: Option<&Subject>) {
     }
 }
 
+fn put_subjects(dst: &mut BytesMut, v: &[Subject]) {
+    let n = v.len().min(u16::MAX as usize);
+    dst.put_u16(n as u16);
+    for s in &v[..n] {
+        put_subject(dst, s);
+    }
+}
+
 fn put_payload(dst: &mut BytesMut, p: &Bytes) {
     dst.put_u32(p.len() as u32);
     dst.put_slice(p);
@@ -576,11 +612,7 @@ fn put_message(dst: &mut BytesMut, m: &Message) {
             put_opt_subject(dst, reply_to.as_ref());
             put_payload(dst, payload);
             dst.put_u8(u8::from(*plain));
-            let n = groups.len().min(u16::MAX as usize);
-            dst.put_u16(n as u16);
-            for g in &groups[..n] {
-                put_subject(dst, g);
-            }
+            put_subjects(dst, groups);
         }
         Message::Deliver {
             sid,
@@ -630,6 +662,32 @@ fn put_message(dst: &mut BytesMut, m: &Message) {
         Message::NoResponders { reply_to } => {
             dst.put_u8(kind::NO_RESPONDERS);
             put_subject(dst, reply_to);
+        }
+        Message::Grants { rules } => {
+            dst.put_u8(kind::GRANTS);
+            dst.put_u8(u8::from(rules.is_some()));
+            for r in rules.iter().flat_map(|g| &g.ops) {
+                put_subjects(dst, &r.allow);
+                put_subjects(dst, &r.deny);
+            }
+        }
+        Message::Denied {
+            op,
+            subject,
+            sid,
+            reply_to,
+        } => {
+            dst.put_u8(kind::DENIED);
+            dst.put_u8(*op as u8);
+            put_subject(dst, subject);
+            match sid {
+                Some(sid) => {
+                    dst.put_u8(1);
+                    dst.put_u64(*sid);
+                }
+                None => dst.put_u8(0),
+            }
+            put_opt_subject(dst, reply_to.as_ref());
         }
     }
 }

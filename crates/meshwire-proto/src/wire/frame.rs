@@ -198,6 +198,81 @@ pub struct Close {
     pub reason: String,
 }
 
+/// An operation that permissions govern (see [`Grants`], [`Message::Denied`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Operation {
+    /// Publishing on a subject.
+    Publish = 1,
+    /// Subscribing to a pattern.
+    Subscribe = 2,
+    /// Serving an RPC service.
+    Serve = 3,
+    /// Calling an RPC service.
+    Call = 4,
+}
+
+impl Operation {
+    /// All four, in index order.
+    pub const ALL: [Operation; 4] = [
+        Operation::Publish,
+        Operation::Subscribe,
+        Operation::Serve,
+        Operation::Call,
+    ];
+
+    /// The index into per-operation arrays ([`Grants::ops`]).
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    /// The lowercase name, as in permissions files: `publish`, `subscribe`,
+    /// `serve`, `call`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Publish => "publish",
+            Operation::Subscribe => "subscribe",
+            Operation::Serve => "serve",
+            Operation::Call => "call",
+        }
+    }
+
+    /// The operation for a wire value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| *o as u8 == v)
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Allow and deny patterns for one [`Operation`]: allowed when an allow
+/// pattern takes it in and no deny pattern touches it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpRules {
+    /// Patterns that allow.
+    pub allow: Vec<Subject>,
+    /// Patterns that deny; they win over `allow`.
+    pub deny: Vec<Subject>,
+}
+
+/// What a client may do, per operation: the rules its router applies to it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grants {
+    /// Indexed by [`Operation::index`].
+    pub ops: [OpRules; 4],
+}
+
+impl Grants {
+    /// The rules for `op`.
+    pub fn get(&self, op: Operation) -> &OpRules {
+        &self.ops[op.index()]
+    }
+}
+
 /// An application message carried by a [`Data`] frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -270,6 +345,29 @@ pub enum Message {
         /// The requester's reply subject.
         reply_to: Subject,
     },
+    /// Router → client: the rules the router applies to this client. Sent
+    /// as the first message after every link-up and again whenever they
+    /// change, so the client can refuse what would be refused anyway,
+    /// with an error, before sending it.
+    Grants {
+        /// `None`: unrestricted (the router has no permissions configured).
+        /// Boxed: rare, and it would triple the size of every message.
+        rules: Option<Box<Grants>>,
+    },
+    /// Router → client: a `Publish` or `Subscribe` of this client was
+    /// refused by the router's permissions (or a subscription was revoked
+    /// by a change of them). Nothing of it was routed or registered.
+    Denied {
+        /// Which rules refused it.
+        op: Operation,
+        /// The subject published or the pattern subscribed.
+        subject: Subject,
+        /// The refused subscription (`None` for a publication).
+        sid: Option<u64>,
+        /// The refused publication's reply subject, so a requester can
+        /// fail the request at once.
+        reply_to: Option<Subject>,
+    },
 }
 
 /// A frame carrying a [`Message`]: reliable (on a lane, with a sequence
@@ -329,6 +427,8 @@ pub(crate) mod kind {
     pub(crate) const INTEREST: u8 = 6;
     pub(crate) const PEERS: u8 = 7;
     pub(crate) const NO_RESPONDERS: u8 = 8;
+    pub(crate) const GRANTS: u8 = 9;
+    pub(crate) const DENIED: u8 = 10;
 }
 
 impl Message {

@@ -16,8 +16,8 @@ mod id;
 
 pub use codec::{encode_data, DecodeError, Decoder, Limits, HEADER_LEN};
 pub use frame::{
-    Ack, Close, CloseCode, Data, Frame, Hello, Lane, LaneAck, LaneResume, Message, Resume, Role,
-    Sack, Welcome, MAX_SACK_RANGES,
+    Ack, Close, CloseCode, Data, Frame, Grants, Hello, Lane, LaneAck, LaneResume, Message, OpRules,
+    Operation, Resume, Role, Sack, Welcome, MAX_SACK_RANGES,
 };
 pub use id::{check_literal, NodeId, ParseNodeIdError, Subject, SubjectError};
 
@@ -25,6 +25,9 @@ pub use id::{check_literal, NodeId, ParseNodeIdError, Subject, SubjectError};
 /// (an HTTP request, a TLS ClientHello) is recognised at its first frame.
 pub const MAGIC: [u8; 4] = *b"MWIR";
 /// The newest protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this implementation still accepts.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// The first protocol version with permissions: a router sends `Grants`
+/// and `Denied` only on links that negotiated at least this version.
+pub const PERMISSIONS_VERSION: u16 = 2;

@@ -357,6 +357,7 @@ impl Engine {
             self.id,
             w.resume,
             Some(addr),
+            w.version,
         );
     }
 
@@ -433,6 +434,7 @@ impl Engine {
             hello.node,
             r,
             None,
+            PROTOCOL_VERSION.min(hello.max_version),
         );
     }
 
@@ -449,6 +451,7 @@ impl Engine {
         dialer: NodeId,
         peer_resume: Resume,
         dialed: Option<String>,
+        version: u16,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -470,6 +473,7 @@ impl Engine {
         p.listen = listen;
         p.conn = Some(conn);
         p.conn_dialer = dialer;
+        p.version = version;
         let we_dialed = dialed.is_some();
         if dialed.is_some() {
             p.dial_addr = dialed;

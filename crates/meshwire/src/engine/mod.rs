@@ -11,11 +11,13 @@
 
 mod dial;
 mod handshake;
+mod permissions;
 mod router;
 
 use crate::config::NodeConfig;
 use crate::link::{LinkInput, OUT_HIGH_WATER};
 use crate::pubsub::{Message, SubShared, SubSink, Subscription};
+use crate::security::permissions::{Granted, Permissions, Rules};
 use crate::transport::secure::LinkTls;
 use crate::transport::{Addr, Listener};
 use crate::Error;
@@ -70,6 +72,11 @@ pub(crate) enum Command {
         done: oneshot::Sender<Status>,
     },
     Shutdown {
+        done: oneshot::Sender<()>,
+    },
+    /// A reloaded permissions file (routers).
+    SetPermissions {
+        permissions: Arc<Permissions>,
         done: oneshot::Sender<()>,
     },
 }
@@ -138,6 +145,9 @@ pub struct Status {
     /// (refused, not TLS, unreachable), if one did: what a client that
     /// cannot attach should tell its user.
     pub last_link_error: Option<String>,
+    /// Operations of clients this router refused by its permissions
+    /// (also counted in `meshwire_permission_denied_total`).
+    pub permission_denied: u64,
 }
 
 /// One peer in [`Status`].
@@ -152,6 +162,8 @@ pub struct PeerStatus {
     pub up: bool,
     /// Messages awaiting its acknowledgement.
     pub outbox: usize,
+    /// The connection carrying the session (a new id after a reconnect).
+    pub connection: Option<u64>,
     /// Session internals, for debugging.
     pub detail: String,
 }
@@ -176,6 +188,10 @@ pub(crate) struct Peer {
     pub(crate) conn: Option<u64>,
     /// Who dialled that connection (for the duplicate-link tie-break).
     pub(crate) conn_dialer: NodeId,
+    /// The protocol version negotiated on the current (or last) link.
+    pub(crate) version: u16,
+    /// A client peer's permissions at this router (`None`: unrestricted).
+    pub(crate) rules: Option<Arc<Rules>>,
     /// The address we dialled to reach it, if we did.
     pub(crate) dial_addr: Option<String>,
     /// Publish acknowledgements waiting, per lane, by sequence number.
@@ -244,8 +260,8 @@ pub(crate) struct Engine {
     pub(crate) user_subs: HashMap<u64, UserSub>,
     next_sid: u64,
     inbox_prefix: String,
-    inbox_sid: Option<u64>,
-    requests: HashMap<u64, (Subject, ReplySink)>,
+    pub(crate) inbox_sid: Option<u64>,
+    pub(crate) requests: HashMap<u64, (Subject, ReplySink)>,
     next_request: u64,
     blocked: VecDeque<Command>,
     /// Deliveries for subscriptions a resumed named session has not
@@ -253,7 +269,15 @@ pub(crate) struct Engine {
     held: VecDeque<(u64, Message)>,
     flushes: Vec<([u64; 2], Reply)>,
     ctl_tx: mpsc::UnboundedSender<Control>,
-    ready: watch::Sender<bool>,
+    pub(crate) ready: watch::Sender<bool>,
+    // Permissions. A router's table (`None`: everything allowed), what it
+    // logged, how many operations it refused; a client's grants, and
+    // whether it waits for them before it is ready.
+    pub(crate) permissions: Option<Arc<Permissions>>,
+    pub(crate) denial_log: permissions::DenialLog,
+    pub(crate) denied: u64,
+    pub(crate) granted: Arc<Granted>,
+    pub(crate) awaiting_grants: bool,
     shutting_down: Option<(Instant, Vec<oneshot::Sender<()>>)>,
     listener_stop: Option<oneshot::Sender<()>>,
 }
@@ -279,6 +303,10 @@ pub(crate) struct Spec {
     pub(crate) session_name: Option<Subject>,
     /// TLS for TCP links; `None`: plaintext.
     pub(crate) tls: Option<LinkTls>,
+    /// A router's permissions (`None`: everything allowed).
+    pub(crate) permissions: Option<Arc<Permissions>>,
+    /// Where a client keeps what its router granted.
+    pub(crate) granted: Arc<Granted>,
 }
 
 pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
@@ -376,6 +404,11 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         flushes: Vec::new(),
         ctl_tx: ctl_tx.clone(),
         ready: ready_tx,
+        permissions: spec.permissions,
+        denial_log: Default::default(),
+        denied: 0,
+        granted: spec.granted,
+        awaiting_grants: false,
         shutting_down: None,
         listener_stop,
     };
@@ -630,6 +663,8 @@ impl Engine {
                 session,
                 conn: None,
                 conn_dialer: node,
+                version: meshwire_proto::wire::MIN_PROTOCOL_VERSION,
+                rules: None,
                 dial_addr: None,
                 acks: [VecDeque::new(), VecDeque::new()],
                 subs: HashMap::new(),
@@ -919,6 +954,10 @@ impl Engine {
                 }
                 self.shutting_down = Some((now + self.cfg.drain_timeout, vec![done]));
             }
+            Command::SetPermissions { permissions, done } => {
+                self.set_permissions(now, permissions);
+                let _ = done.send(());
+            }
         }
     }
 
@@ -952,6 +991,7 @@ impl Engine {
                     router: p.role == Role::Router,
                     up: p.session.is_up(),
                     outbox: p.session.outbox_len(),
+                    connection: p.conn,
                     detail: format!(
                         "conn={:?} congested={:?} next={:?} resume={:?} wants_tx={} {:?}",
                         p.conn,
@@ -968,6 +1008,7 @@ impl Engine {
             frozen: self.frozen,
             blocked: self.blocked.len(),
             last_link_error: self.last_link_error.clone(),
+            permission_denied: self.denied,
         }
     }
 
@@ -1300,7 +1341,7 @@ impl Engine {
         );
     }
 
-    fn request_token(&self, subject: &Subject) -> Option<u64> {
+    pub(crate) fn request_token(&self, subject: &Subject) -> Option<u64> {
         subject
             .as_str()
             .strip_prefix(&self.inbox_prefix)?

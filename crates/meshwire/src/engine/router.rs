@@ -17,7 +17,7 @@ impl Engine {
         let (role, key) = (p.role, p.key.clone());
         match (self.role, role) {
             (Role::Client, _) => {
-                let _ = self.ready.send(true);
+                self.client_link_up(idx, peer_fresh);
                 if peer_fresh {
                     // The router has no record of our subscriptions: state them.
                     let subs: Vec<(u64, Subject, Option<Subject>)> = self
@@ -67,6 +67,8 @@ impl Engine {
                     // died with the old one. (Named sessions keep theirs.)
                     self.drop_client_subs(now, idx);
                 }
+                // First thing on every link: what the client may do.
+                self.apply_rules(now, idx);
                 let routers = self.router_list();
                 self.send_to(
                     now,
@@ -97,6 +99,9 @@ impl Engine {
                 if let Err(why) = self.check_publish(&subject, reply_to.as_ref(), payload.len()) {
                     return self.protocol_error(idx, &why);
                 }
+                if let Some(d) = self.refused(idx, |r| r.check_publish(&subject)) {
+                    return self.deny(now, idx, d, subject, None, reply_to);
+                }
                 self.route(now, Origin::Client(idx), level, subject, reply_to, payload);
             }
             (
@@ -110,6 +115,12 @@ impl Engine {
             ) => {
                 if let Err(e) = Subject::pattern(pattern.as_str()) {
                     return self.protocol_error(idx, &format!("bad subscription: {e}"));
+                }
+                if let Some(d) = self.refused(idx, |r| r.check_subscribe(&pattern)) {
+                    // A restated subscription the rules no longer allow
+                    // goes too.
+                    self.client_unsubscribe(now, idx, sid);
+                    return self.deny(now, idx, d, pattern, Some(sid), None);
                 }
                 self.client_subscribe(now, idx, sid, pattern, group);
             }
@@ -156,6 +167,17 @@ impl Engine {
                 },
             ) => self.deliver_user(sid, subject, reply_to, payload),
             (Role::Client, _, Wire::NoResponders { reply_to }) => self.on_no_responders(&reply_to),
+            (Role::Client, _, Wire::Grants { rules }) => self.on_grants(rules),
+            (
+                Role::Client,
+                _,
+                Wire::Denied {
+                    op,
+                    subject,
+                    sid,
+                    reply_to,
+                },
+            ) => self.on_denied(op, subject, sid, reply_to),
             (Role::Client, _, Wire::Peers { routers }) => {
                 let addrs: Vec<String> =
                     routers.iter().map(|(_, a)| a.as_str().to_owned()).collect();
@@ -177,6 +199,8 @@ impl Engine {
                     Wire::Interest { .. } => "Interest",
                     Wire::Peers { .. } => "Peers",
                     Wire::NoResponders { .. } => "NoResponders",
+                    Wire::Grants { .. } => "Grants",
+                    Wire::Denied { .. } => "Denied",
                 };
                 self.protocol_error(idx, &format!("{what} is not valid from this peer"));
             }
@@ -388,7 +412,7 @@ impl Engine {
         }
     }
 
-    fn client_unsubscribe(&mut self, now: Instant, idx: u64, sid: u64) {
+    pub(crate) fn client_unsubscribe(&mut self, now: Instant, idx: u64, sid: u64) {
         let Some((pattern, group)) = self.peers.get_mut(&idx).and_then(|p| p.subs.remove(&sid))
         else {
             return;

@@ -353,6 +353,7 @@ impl Client {
         opts: CallOpts,
     ) -> Result<(Vec<u8>, Metadata, NodeId), RpcError<Vec<u8>>> {
         let inner = &self.inner;
+        inner.node.check_call(&inner.service)?;
         let timeout = opts.timeout.unwrap_or(inner.timeout);
         // Idempotent if the caller says so or the service declares it.
         let idempotent = opts.idempotent || inner.lock().idempotent.contains(method);
@@ -481,7 +482,8 @@ impl Client {
                 Attempt::Done(Ok(_))
                     | Attempt::Done(Err(RpcError::Application(_)
                         | RpcError::BadRequest(_)
-                        | RpcError::UnknownMethod { .. }))
+                        | RpcError::UnknownMethod { .. }
+                        | RpcError::PermissionDenied { .. }))
             )
         };
         tokio::select! {
@@ -527,7 +529,7 @@ impl Client {
         let mut gone = inner.changed.subscribe();
         let mut replies: Replies = match inner.node.request_many(&subject, env).await {
             Ok(r) => r,
-            Err(e) => return Attempt::Done(Err(RpcError::Transport(e))),
+            Err(e) => return Attempt::Done(Err(e.into())),
         };
         let mut guard = CancelGuard {
             node: inner.node.clone(),
@@ -545,7 +547,7 @@ impl Client {
                             guard.armed = false;
                             return Attempt::NotDelivered;
                         }
-                        Ok(Some(Err(e))) => return Attempt::Done(Err(RpcError::Transport(e))),
+                        Ok(Some(Err(e))) => return Attempt::Done(Err(e.into())),
                         Ok(Some(Ok(m))) => m,
                     };
                     let reply = decode_reply(&inner.service, method, msg.payload());
@@ -702,19 +704,10 @@ where
 
 /// Decodes the application error of a raw call into the service's type.
 fn typed_error<E: DeserializeOwned>(codec: Codec, e: RpcError<Vec<u8>>) -> RpcError<E> {
-    match e {
-        RpcError::Application(b) => match envelope::decode_body::<E>(codec, &b) {
-            Ok(app) => RpcError::Application(app),
-            Err(e) => RpcError::Internal(format!("error did not decode: {e}")),
-        },
-        RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
-        RpcError::NoInstance { service } => RpcError::NoInstance { service },
-        RpcError::Cancelled => RpcError::Cancelled,
-        RpcError::UnknownMethod { service, method } => RpcError::UnknownMethod { service, method },
-        RpcError::BadRequest(m) => RpcError::BadRequest(m),
-        RpcError::Internal(m) => RpcError::Internal(m),
-        RpcError::Transport(t) => RpcError::Transport(t),
-    }
+    e.try_map_app(|b| {
+        envelope::decode_body::<E>(codec, &b)
+            .map_err(|e| RpcError::Internal(format!("error did not decode: {e}")))
+    })
 }
 
 impl<'a, Req, Resp, E> IntoFuture for Call<'a, Req, Resp, E>
@@ -747,6 +740,7 @@ impl Client {
         E: DeserializeOwned,
     {
         let inner = &self.inner;
+        inner.node.check_call(&inner.service)?;
         let codec = opts.codec;
         let body = envelope::encode_body(codec, &req).map_err(RpcError::BadRequest)?;
         let deadline = opts.timeout.map(|t| Instant::now() + t);
@@ -904,7 +898,7 @@ impl<Item: DeserializeOwned, E: DeserializeOwned> RpcStream<Item, E> {
             }
             Some(Err(e)) => {
                 self.done = true;
-                return Some(Err(RpcError::Transport(e)));
+                return Some(Err(e.into()));
             }
             Some(Ok(m)) => m,
         };

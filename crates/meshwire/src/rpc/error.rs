@@ -37,9 +37,39 @@ pub enum RpcError<E = String> {
     /// (a handler panicked, or the reply was malformed).
     #[error("server error: {0}")]
     Internal(String),
+    /// The router's permissions do not let this node call (or serve) the
+    /// service. Not retryable: the permissions file must change.
+    #[error("{}", crate::error::permission_message(*op, service, denied_by.as_deref()))]
+    PermissionDenied {
+        /// `Call` (or `Serve`).
+        op: crate::security::Operation,
+        /// The service.
+        service: String,
+        /// The deny pattern that refused it, when known.
+        denied_by: Option<String>,
+    },
     /// The messaging layer failed.
     #[error("transport: {0}")]
-    Transport(#[from] crate::Error),
+    Transport(crate::Error),
+}
+
+impl<E> From<crate::Error> for RpcError<E> {
+    /// A permission error becomes [`RpcError::PermissionDenied`]; anything
+    /// else is [`RpcError::Transport`].
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::PermissionDenied {
+                op,
+                subject,
+                denied_by,
+            } => RpcError::PermissionDenied {
+                op,
+                service: subject,
+                denied_by,
+            },
+            e => RpcError::Transport(e),
+        }
+    }
 }
 
 impl<E> RpcError<E> {
@@ -50,16 +80,31 @@ impl<E> RpcError<E> {
 
     /// Maps the application error type.
     pub fn map_app<F>(self, f: impl FnOnce(E) -> F) -> RpcError<F> {
+        self.try_map_app(|e| Ok(f(e)))
+    }
+
+    /// Maps the application error, which may turn into another error (a
+    /// body that does not decode).
+    pub(crate) fn try_map_app<F>(self, f: impl FnOnce(E) -> Result<F, RpcError<F>>) -> RpcError<F> {
         match self {
             RpcError::DeadlineExceeded => RpcError::DeadlineExceeded,
             RpcError::NoInstance { service } => RpcError::NoInstance { service },
             RpcError::Cancelled => RpcError::Cancelled,
-            RpcError::Application(e) => RpcError::Application(f(e)),
+            RpcError::Application(e) => f(e).map_or_else(|e| e, RpcError::Application),
             RpcError::UnknownMethod { service, method } => {
                 RpcError::UnknownMethod { service, method }
             }
             RpcError::BadRequest(m) => RpcError::BadRequest(m),
             RpcError::Internal(m) => RpcError::Internal(m),
+            RpcError::PermissionDenied {
+                op,
+                service,
+                denied_by,
+            } => RpcError::PermissionDenied {
+                op,
+                service,
+                denied_by,
+            },
             RpcError::Transport(t) => RpcError::Transport(t),
         }
     }

@@ -293,13 +293,19 @@ impl Node {
         self.publish(&hb_subject, hb.clone()).await?;
         let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Default::default();
         let running2 = running.clone();
+        let service_name = name.clone();
         let task = tokio::spawn(async move {
             let running = running2;
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tokio::select! {
                     m = calls.recv() => {
-                        let Some(m) = m else { return };
+                        let Some(m) = m else {
+                            if let Some(e) = calls.error() {
+                                tracing::warn!(service = %service_name, error = %e, "stopped serving");
+                            }
+                            return;
+                        };
                         on_call(&node, &service, &running, m);
                     }
                     p = probes.recv() => {

@@ -20,6 +20,7 @@
 //! | [`Identity`], [`node_id_of`] | the key pair, its NodeId, its certificate; key files |
 //! | [`Trust`] | who is admitted: trust files, CA roots |
 //! | [`Authority`] | an in-memory CA that certifies the nodes of a test, demo or example |
+//! | [`permissions`] | who may publish, subscribe, serve and call what: the TOML file routers enforce |
 //! | [`tls`] | rustls configurations (TLS 1.3 only, mutual auth) and handshake helpers |
 //! | [`SecurityError`], [`HandshakeError`], [`Refusal`] | set-up errors, per-connection errors, why a peer was turned away |
 //!
@@ -37,6 +38,7 @@
 mod authority;
 mod error;
 mod identity;
+pub mod permissions;
 mod sniff;
 pub mod tls;
 mod trust;
@@ -45,5 +47,6 @@ mod verifier;
 pub use authority::Authority;
 pub use error::{HandshakeError, Refusal, SecurityError};
 pub use identity::{node_id_of, node_name, Identity, NAME_SUFFIX};
-pub use meshwire_proto::wire::NodeId;
+pub use meshwire_proto::wire::{NodeId, Operation};
+pub use permissions::{Permissions, PermissionsError};
 pub use trust::Trust;
