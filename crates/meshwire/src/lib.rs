@@ -66,6 +66,7 @@
 //! `meshwire_rpc_deadline_exceeded_total`, `meshwire_rpc_handler_panics_total`,
 //! `meshwire_rpc_retries_total`, `meshwire_rpc_hedges_total`.
 
+mod abuse;
 pub mod balance;
 mod config;
 mod engine;
@@ -79,7 +80,7 @@ pub mod security;
 pub mod testkit;
 mod transport;
 
-pub use config::NodeConfig;
+pub use config::{NodeConfig, StrikeConfig};
 pub use engine::{PeerStatus, Status};
 pub use error::{Error, Result};
 pub use meshwire_macros::service;
