@@ -218,7 +218,7 @@ impl Engine {
                     return;
                 }
                 (_, other) => {
-                    let what = frame_name(&other);
+                    let what = other.name();
                     self.refuse(
                         conn,
                         CloseCode::ProtocolError,
@@ -538,17 +538,4 @@ pub(crate) fn send_close(out: &Out, code: CloseCode, reason: &str) {
     });
     out.with_buf(|b| f.encode(b));
     out.close();
-}
-
-fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello(_) => "Hello",
-        Frame::Welcome(_) => "Welcome",
-        Frame::Resume(_) => "Resume",
-        Frame::Data(_) => "Data",
-        Frame::Ack(_) => "Ack",
-        Frame::Ping(_) => "Ping",
-        Frame::Pong(_) => "Pong",
-        Frame::Close(_) => "Close",
-    }
 }
