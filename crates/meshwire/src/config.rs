@@ -40,6 +40,11 @@ pub struct NodeConfig {
     /// flood of half-open connections costs a bounded amount of memory and
     /// CPU. Default 512.
     pub max_handshakes: usize,
+    /// Most accepted connections from one IP address still in their
+    /// handshake at once, so that a few addresses cannot take every one of
+    /// `max_handshakes` and shut others out. Unix-socket and `mem:`
+    /// connections are exempt. `0`: no limit. Default 64.
+    pub max_handshakes_per_ip: usize,
     /// Unacknowledged messages to one peer beyond which the router stops
     /// granting credit to publishers (backpressure). Default 8192.
     pub peer_high_water: usize,
@@ -85,6 +90,7 @@ impl Default for NodeConfig {
             max_links: 4096,
             max_links_per_ip: 256,
             max_handshakes: 512,
+            max_handshakes_per_ip: 64,
             peer_high_water: 8 * 1024,
             max_pending_bytes: 64 * 1024 * 1024,
             slow_consumer_timeout: Duration::from_secs(30),

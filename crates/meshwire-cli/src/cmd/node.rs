@@ -60,6 +60,10 @@ struct LimitArgs {
     /// are closed at accept.
     #[arg(long, value_name = "N", default_value_t = DEFAULTS.max_handshakes)]
     max_handshakes: usize,
+    /// Most connections from one IP address still in their handshake at
+    /// once (0: no limit), so that a few addresses cannot take every slot.
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.max_handshakes_per_ip)]
+    max_handshakes_per_ip: usize,
     /// Largest frame accepted, in bytes; a peer announcing a larger one is
     /// disconnected before anything is allocated.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULTS.limits.max_frame)]
@@ -117,6 +121,7 @@ impl LimitArgs {
         c.max_links = self.max_links;
         c.max_links_per_ip = self.max_links_per_ip;
         c.max_handshakes = self.max_handshakes;
+        c.max_handshakes_per_ip = self.max_handshakes_per_ip;
         c.limits.max_frame = self.max_frame;
         c.max_payload = c.max_payload.min(self.max_frame as usize - 64 * 1024);
         c.max_pending_bytes = self.max_pending_bytes;

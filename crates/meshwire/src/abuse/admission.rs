@@ -4,8 +4,11 @@
 //!
 //! An admitted connection holds a [`Ticket`]: one place under
 //! `max_links` (and its address's `max_links_per_ip`) for as long as the
-//! connection lives, and one handshake slot under `max_handshakes` until
-//! [`Ticket::handshake_done`] (link up) or the connection ends. The ticket
+//! connection lives, and one handshake slot under `max_handshakes` (and
+//! its address's `max_handshakes_per_ip`) until [`Ticket::handshake_done`]
+//! (link up) or the connection ends. The per-address cap on handshakes is
+//! what keeps a flood from a few addresses from taking every slot: other
+//! addresses still get to shake hands. The ticket
 //! travels with the connection (accept task, then the engine's `Conn`) and
 //! gives everything back when dropped, however the connection ends.
 
@@ -23,6 +26,7 @@ pub(crate) enum Rejection {
     MaxLinks(usize),
     MaxLinksPerIp(usize),
     MaxHandshakes(usize),
+    MaxHandshakesPerIp(usize),
     /// The address is refused for this much longer, after this rule.
     CoolingOff(Duration, String),
     /// This connection was the address's last strike.
@@ -36,6 +40,7 @@ impl Rejection {
             Rejection::MaxLinks(_) => "max_links",
             Rejection::MaxLinksPerIp(_) => "max_links_per_ip",
             Rejection::MaxHandshakes(_) => "max_handshakes",
+            Rejection::MaxHandshakesPerIp(_) => "max_handshakes_per_ip",
             Rejection::CoolingOff(..) => "cooling_off",
             Rejection::StruckOut(_) => "struck_out",
         }
@@ -52,6 +57,10 @@ impl std::fmt::Display for Rejection {
             Rejection::MaxHandshakes(n) => {
                 write!(f, "too many handshakes in progress (max_handshakes {n})")
             }
+            Rejection::MaxHandshakesPerIp(n) => write!(
+                f,
+                "too many handshakes in progress from this address (max_handshakes_per_ip {n})"
+            ),
             Rejection::CoolingOff(left, rule) => write!(
                 f,
                 "address refused for another {:.0} s ({rule})",
@@ -62,13 +71,20 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct PerIp {
+    links: usize,
+    handshakes: usize,
+}
+
 #[derive(Debug)]
 struct State {
     links: usize,
     handshakes: usize,
-    /// Links per address; an entry goes with its last link, so the map is
-    /// bounded by `max_links`.
-    per_ip: HashMap<IpAddr, usize>,
+    /// Per address: its links, and how many of them are in their
+    /// handshake. An entry goes with its last link, so the map is bounded
+    /// by `max_links`.
+    per_ip: HashMap<IpAddr, PerIp>,
     strikes: Strikes<IpAddr>,
     log: LogThrottle,
     strike_log: LogThrottle,
@@ -80,6 +96,7 @@ pub(crate) struct Admission {
     max_links: usize,
     max_links_per_ip: usize,
     max_handshakes: usize,
+    max_handshakes_per_ip: usize,
     state: Mutex<State>,
 }
 
@@ -89,6 +106,7 @@ impl Admission {
             max_links: cfg.max_links,
             max_links_per_ip: cfg.max_links_per_ip,
             max_handshakes: cfg.max_handshakes,
+            max_handshakes_per_ip: cfg.max_handshakes_per_ip,
             state: Mutex::new(State {
                 links: 0,
                 handshakes: 0,
@@ -120,7 +138,9 @@ impl Admission {
                 st.links += 1;
                 st.handshakes += 1;
                 if let Some(ip) = ip {
-                    *st.per_ip.entry(ip).or_default() += 1;
+                    let here = st.per_ip.entry(ip).or_default();
+                    here.links += 1;
+                    here.handshakes += 1;
                 }
                 Ok(Ticket {
                     admission: self.clone(),
@@ -170,14 +190,20 @@ impl Admission {
         if st.links >= self.max_links {
             return Err(Rejection::MaxLinks(self.max_links));
         }
-        if let Some(ip) = ip {
-            let here = st.per_ip.get(&ip).copied().unwrap_or(0);
-            if self.max_links_per_ip > 0 && here >= self.max_links_per_ip {
-                return Err(Rejection::MaxLinksPerIp(self.max_links_per_ip));
-            }
+        let here = ip
+            .and_then(|ip| st.per_ip.get(&ip).copied())
+            .unwrap_or_default();
+        if ip.is_some() && self.max_links_per_ip > 0 && here.links >= self.max_links_per_ip {
+            return Err(Rejection::MaxLinksPerIp(self.max_links_per_ip));
         }
         if st.handshakes >= self.max_handshakes {
             return Err(Rejection::MaxHandshakes(self.max_handshakes));
+        }
+        if ip.is_some()
+            && self.max_handshakes_per_ip > 0
+            && here.handshakes >= self.max_handshakes_per_ip
+        {
+            return Err(Rejection::MaxHandshakesPerIp(self.max_handshakes_per_ip));
         }
         Ok(())
     }
@@ -202,22 +228,24 @@ impl Ticket {
     /// The handshake is over (link up): the handshake slot is free again.
     pub(crate) fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
-            self.admission.lock().handshakes -= 1;
+            let mut st = self.admission.lock();
+            st.handshakes -= 1;
+            if let Some(here) = self.ip.and_then(|ip| st.per_ip.get_mut(&ip)) {
+                here.handshakes -= 1;
+            }
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        self.handshake_done();
         let mut st = self.admission.lock();
         st.links -= 1;
-        if self.handshaking {
-            st.handshakes -= 1;
-        }
         if let Some(ip) = self.ip {
-            if let Some(n) = st.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
+            if let Some(here) = st.per_ip.get_mut(&ip) {
+                here.links -= 1;
+                if here.links == 0 {
                     st.per_ip.remove(&ip);
                 }
             }
@@ -250,6 +278,7 @@ mod tests {
             max_links: links,
             max_links_per_ip: per_ip,
             max_handshakes: handshakes,
+            max_handshakes_per_ip: 0,
             ..NodeConfig::default()
         })
     }
@@ -280,6 +309,27 @@ mod tests {
         assert_eq!(g.held(), (4, 3, 2));
         drop((a, b, c, d));
         assert_eq!(g.held(), (0, 0, 0), "every place is given back");
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_handshake_slot() {
+        let now = Instant::now();
+        let g = Admission::new(&NodeConfig {
+            max_handshakes: 4,
+            max_handshakes_per_ip: 2,
+            ..NodeConfig::default()
+        });
+        let mut a = g.admit(ip(1), "a", now).unwrap();
+        let _b = g.admit(ip(1), "b", now).unwrap();
+        assert_eq!(
+            g.admit(ip(1), "c", now).unwrap_err(),
+            Rejection::MaxHandshakesPerIp(2)
+        );
+        let _c = g.admit(ip(2), "other", now).unwrap();
+        // A link that is up no longer counts as a handshake.
+        a.handshake_done();
+        let _d = g.admit(ip(1), "d", now).unwrap();
+        assert_eq!(g.held(), (4, 3, 2));
     }
 
     #[test]
