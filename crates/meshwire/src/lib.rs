@@ -43,11 +43,12 @@
 //! | [`Subscription`], [`Message`] | what you receive |
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
-//! | [`testkit`] | a TCP proxy that cuts links on demand, for tests and demos |
+//! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos |
 //! | [`security`] | Ed25519 identities, trust lists, TLS 1.3 mTLS for TCP links (opt-in: `NodeBuilder::tls`) |
-//! | [`NodeConfig`] | every limit and timer, with defaults |
+//! | [`NodeConfig`], [`StrikeConfig`] | every limit and timer, with defaults (abuse limits: `docs/SECURITY.md`) |
+//! | `abuse` (private) | the accept-time gate (`Admission`), strikes against ping and reconnect floods |
 //! | `engine` (private) | the one task per node that owns sessions and routing |
-//! | `link`, `transport` (private) | socket I/O: TCP and in-memory |
+//! | `link`, `transport` (private) | socket I/O: TCP, Unix sockets (`unix:PATH`) and in-memory (`mem:NAME`) |
 //!
 //! The protocol itself (frames, sessions, routing tables) lives in the
 //! sans-IO crate [`meshwire_proto`], re-exported as [`proto`].
@@ -61,7 +62,10 @@
 //! `meshwire_best_effort_dropped_total`, `meshwire_links_up`,
 //! `meshwire_links_opened_total`, `meshwire_links_refused_total`,
 //! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
-//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`;
+//! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`,
+//! `meshwire_connections_refused_total{reason}` (closed at accept by a
+//! limit), `meshwire_strikes_total{count}`,
+//! `meshwire_nodes_refused_total{count}`, `meshwire_strikes_untracked_total`;
 //! for RPC `meshwire_rpc_calls_served_total`, `meshwire_rpc_cancelled_total`,
 //! `meshwire_rpc_deadline_exceeded_total`, `meshwire_rpc_handler_panics_total`,
 //! `meshwire_rpc_retries_total`, `meshwire_rpc_hedges_total`.

@@ -3,6 +3,7 @@
 //! bound on what is queued for one peer. The accept-time limits run
 //! before the engine sees a connection (`abuse::admission`).
 
+use super::handshake::send_close;
 use super::{Engine, Peer};
 use crate::abuse::strikes::{Count, Verdict};
 use crate::config::NodeConfig;
@@ -61,7 +62,15 @@ impl Engine {
                 left.as_secs_f64().ceil(),
                 self.strikes.rule(why)
             );
-            self.refuse(conn, CloseCode::Refused, reason);
+            // Like `refuse`, but logged at most once a second: a node that
+            // keeps knocking must not flood the log.
+            if let Some(c) = self.conns.remove(&conn) {
+                metrics::counter!("meshwire_links_refused_total").increment(1);
+                if let Some(skipped) = self.strike_log.allow(now) {
+                    tracing::warn!(remote = %c.remote, peer = %node, %reason, skipped, "link refused");
+                }
+                send_close(&c.out, CloseCode::Refused, &reason);
+            }
             return true;
         }
         match self.strike(now, node, Count::Link) {
