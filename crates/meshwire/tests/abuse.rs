@@ -286,6 +286,35 @@ async fn the_connection_past_max_links_per_ip_is_refused_at_accept() {
     r.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_address_that_opens_too_many_connections_is_cooled_off() {
+    let ca = Authority::generate("connection rate").unwrap();
+    let r = router(&ca, |c| {
+        c.strikes.max_connections_per_ip = 20;
+        c.strikes.strikes_to_refuse = 2;
+    })
+    .await;
+    let addr = r.listen_addr().unwrap().to_owned();
+    // 20 connections from 127.0.0.3 are fine, the 21st is a strike, 20
+    // more fine, the 42nd the last strike: from then on, each is closed at
+    // accept while the address cools off.
+    let mut held = Vec::new();
+    for _ in 0..41 {
+        held.push(connect_from([127, 0, 0, 3], &addr).await);
+    }
+    for n in [42, 43] {
+        let mut refused = connect_from([127, 0, 0, 3], &addr).await;
+        closed_within(&mut refused, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("connection {n} from 127.0.0.3: {e}"));
+    }
+    // Other addresses are not touched.
+    let c = client(&ca, &r).await;
+    c.shutdown().await;
+    drop(held);
+    r.shutdown().await;
+}
+
 fn pings(n: u64) -> Vec<Frame> {
     (1..=n).map(Frame::Ping).collect()
 }
