@@ -47,11 +47,12 @@
 //! | [`Subscription`], [`Message`] | what you receive |
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
-//! | [`testkit`] | a TCP proxy that cuts links on demand, for tests and demos |
+//! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos |
 //! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out), per-NodeId permissions (`NodeBuilder::permissions_file`) |
-//! | [`NodeConfig`] | every limit and timer, with defaults |
+//! | [`NodeConfig`], [`StrikeConfig`] | every limit and timer, with defaults (abuse limits: `docs/SECURITY.md`) |
+//! | `abuse` (private) | the accept-time gate (`Admission`), strikes against ping and reconnect floods |
 //! | `engine` (private) | the one task per node that owns sessions and routing |
-//! | `link`, `transport` (private) | socket I/O: TCP and in-memory |
+//! | `link`, `transport` (private) | socket I/O: TCP, Unix sockets (`unix:PATH`) and in-memory (`mem:NAME`) |
 //!
 //! The protocol itself (frames, sessions, routing tables) lives in the
 //! sans-IO crate [`meshwire_proto`], re-exported as [`proto`].
@@ -67,10 +68,14 @@
 //! `meshwire_frames_rejected_total`, `meshwire_protocol_errors_total`,
 //! `meshwire_handshake_timeouts_total`, `meshwire_slow_consumers_total`,
 //! `meshwire_permission_denied_total` (label `op`);
+//! `meshwire_connections_refused_total{reason}` (closed at accept by a
+//! limit), `meshwire_strikes_total{count}`,
+//! `meshwire_nodes_refused_total{count}`, `meshwire_strikes_untracked_total`;
 //! for RPC `meshwire_rpc_calls_served_total`, `meshwire_rpc_cancelled_total`,
 //! `meshwire_rpc_deadline_exceeded_total`, `meshwire_rpc_handler_panics_total`,
 //! `meshwire_rpc_retries_total`, `meshwire_rpc_hedges_total`.
 
+mod abuse;
 pub mod balance;
 mod config;
 mod engine;
@@ -83,7 +88,7 @@ pub mod security;
 pub mod testkit;
 mod transport;
 
-pub use config::NodeConfig;
+pub use config::{NodeConfig, StrikeConfig};
 pub use engine::{PeerStatus, Status};
 pub use error::{Error, Result};
 pub use meshwire_macros::service;

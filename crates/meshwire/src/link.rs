@@ -8,12 +8,14 @@
 //! separate tasks so that two peers writing large batches at each other
 //! cannot deadlock on full socket buffers.
 
+use crate::abuse::admission::Opened;
 use crate::transport::Stream;
 use bytes::BytesMut;
 use meshwire_proto::wire::{DecodeError, Decoder, Frame, Limits, NodeId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::Instrument;
 
@@ -37,6 +39,9 @@ pub(crate) enum LinkInput {
         /// The peer's NodeId as TLS authenticated it (its key); `None` on a
         /// plaintext link. The MWIR handshake must name the same node.
         authenticated: Option<NodeId>,
+        /// When it was opened (its handshake deadline counts from then),
+        /// and an accepted one's admission ticket.
+        opened: Opened,
     },
     Frames {
         conn: u64,
@@ -73,6 +78,12 @@ pub(crate) struct Out {
 /// Above this many buffered bytes the engine stops encoding for a link
 /// until the writer drains it.
 pub(crate) const OUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// After the engine closes a connection, the writer has this long to get
+/// what is buffered (the `Close` frame that says why) to a peer that does
+/// not read; then the connection is dropped all the same, so that a peer
+/// that stopped reading cannot hold a task, a socket and a buffer forever.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl Out {
     /// Appends with `f` and wakes the writer if anything was added.
@@ -111,6 +122,7 @@ pub(crate) async fn start(
     to_engine: mpsc::Sender<LinkInput>,
     dialed: Option<String>,
     authenticated: Option<NodeId>,
+    opened: Opened,
 ) -> Option<oneshot::Receiver<()>> {
     let out = Arc::new(Out {
         buf: Mutex::new(BytesMut::with_capacity(64 * 1024)),
@@ -132,6 +144,7 @@ pub(crate) async fn start(
             remote,
             dialed,
             authenticated,
+            opened,
         })
         .await
         .ok()?;
@@ -151,7 +164,7 @@ pub(crate) async fn start(
             };
             match chunk {
                 Some(chunk) => {
-                    if let Err(e) = write.write_all(&chunk).await {
+                    if let Err(e) = write_or_abandon(&mut write, &chunk, &w_out).await {
                         tracing::debug!(conn, error = %e, "write failed");
                         // The reader reports the close; make sure it stops.
                         w_out.stop_reading.notify_one();
@@ -227,4 +240,33 @@ pub(crate) async fn start(
         .instrument(span),
     );
     Some(done_rx)
+}
+
+/// Writes `chunk`, unless the connection is closing and the peer has not
+/// taken it within [`CLOSE_GRACE`].
+async fn write_or_abandon<W: AsyncWrite + Unpin + ?Sized>(
+    write: &mut W,
+    chunk: &[u8],
+    out: &Out,
+) -> std::io::Result<()> {
+    let written = write.write_all(chunk);
+    tokio::pin!(written);
+    loop {
+        if out.is_closing() {
+            return tokio::time::timeout(CLOSE_GRACE, written)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the peer did not read what was left before the close",
+                    ))
+                });
+        }
+        tokio::select! {
+            r = &mut written => return r,
+            // A wake-up while writing: maybe the close. (A wake-up for more
+            // data is not lost: the loop looks at the buffer after this.)
+            _ = out.notify.notified() => {}
+        }
+    }
 }

@@ -98,8 +98,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Listen on `addr` (`HOST:PORT`, port 0 picks one; or `mem:NAME`):
-    /// the node becomes a router.
+    /// Listen on `addr` (`HOST:PORT`, port 0 picks one; `unix:PATH`, a Unix
+    /// domain socket whose file is removed when the node stops; or
+    /// `mem:NAME`): the node becomes a router.
     pub fn listen(mut self, addr: impl Into<String>) -> Self {
         self.listen = Some(addr.into());
         self

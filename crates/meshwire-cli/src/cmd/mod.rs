@@ -24,7 +24,7 @@ pub(crate) struct UsageError(pub(crate) String);
 /// Options every tool that attaches to a router shares.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ConnectArgs {
-    /// Router to attach to, HOST:PORT (repeat for failover).
+    /// Router to attach to, HOST:PORT or unix:PATH (repeat for failover).
     #[arg(long, short = 'c', value_name = "ADDR", required = true)]
     pub(crate) connect: Vec<String>,
     /// Give up if no router answers within this many milliseconds.

@@ -1,9 +1,10 @@
 //! `meshwire node`: a router that runs until told to stop.
 
 use super::{stop_signal, Hangups, Security};
-use meshwire::Node;
+use meshwire::{Node, NodeConfig};
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Run a router node.
 ///
@@ -13,7 +14,9 @@ use std::path::PathBuf;
 /// drain and exit 0; SIGHUP reloads --permissions.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// Address to listen on, HOST:PORT (port 0 picks a free one).
+    /// Address to listen on: HOST:PORT (port 0 picks a free one), or
+    /// unix:PATH for a Unix socket (a stale socket file there is replaced;
+    /// the file is removed at exit).
     #[arg(long, short = 'l', value_name = "ADDR")]
     listen: String,
     /// Another router to peer with (repeatable); further peers are learned.
@@ -29,17 +32,6 @@ pub(crate) struct Args {
     /// listen address).
     #[arg(long, value_name = "ADDR")]
     advertise: Option<String>,
-    /// A connection must complete its handshake within this many
-    /// milliseconds or it is closed (guards against idle and slow peers).
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
-    handshake_timeout: u64,
-    /// Most connections held at once; more are refused.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    max_links: usize,
-    /// Largest frame accepted, in bytes; a peer announcing a larger one is
-    /// disconnected before anything is allocated.
-    #[arg(long, value_name = "BYTES", default_value_t = meshwire::proto::wire::Limits::default().max_frame)]
-    max_frame: u32,
     /// Enforce the permissions in FILE on the clients attached to this
     /// router: what each NodeId (or group of NodeIds) may publish,
     /// subscribe to, serve and call. SIGHUP re-reads the file, and so does
@@ -68,23 +60,109 @@ pub(crate) struct Args {
     /// plaintext.
     #[command(flatten)]
     security: super::SecurityArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Every abuse limit, with the library's defaults (`meshwire::NodeConfig`).
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Abuse limits")]
+struct LimitArgs {
+    /// A connection must complete its handshake (TLS and MWIR) within this
+    /// many milliseconds of being accepted, or it is closed.
+    #[arg(long, value_name = "MS", default_value_t = millis(DEFAULTS.handshake_timeout))]
+    handshake_timeout: u64,
+    /// Most connections held at once; more are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.max_links)]
+    max_links: usize,
+    /// Most connections one IP address may hold at once (0: no limit).
+    /// Unix-socket connections are exempt.
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.max_links_per_ip)]
+    max_links_per_ip: usize,
+    /// Most accepted connections still in their handshake at once; more
+    /// are closed at accept.
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.max_handshakes)]
+    max_handshakes: usize,
+    /// Most connections from one IP address still in their handshake at
+    /// once (0: no limit), so that a few addresses cannot take every slot.
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.max_handshakes_per_ip)]
+    max_handshakes_per_ip: usize,
+    /// Largest frame accepted, in bytes; a peer announcing a larger one is
+    /// disconnected before anything is allocated.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULTS.limits.max_frame)]
+    max_frame: u32,
+    /// Payload bytes queued for one consumer beyond which it counts as
+    /// behind: publishers wait, best-effort messages to it are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULTS.max_pending_bytes)]
+    max_pending_bytes: usize,
+    /// A consumer behind (messages or bytes) for this many milliseconds is
+    /// cut off with Close(SlowConsumer).
+    #[arg(long, value_name = "MS", default_value_t = millis(DEFAULTS.slow_consumer_timeout))]
+    slow_consumer_timeout: u64,
+    /// Strikes are counted over windows of this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = millis(DEFAULTS.strikes.window))]
+    strike_window: u64,
+    /// Pings one node may send per window before a strike (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.strikes.max_pings)]
+    max_pings: u32,
+    /// Links one node may open per window before a strike (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.strikes.max_links_per_node)]
+    max_links_per_node: u32,
+    /// Connections one IP address may open per window before a strike (0:
+    /// no limit).
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.strikes.max_connections_per_ip)]
+    max_connections_per_ip: u32,
+    /// Strikes after which a node or address is refused.
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.strikes.strikes_to_refuse)]
+    strikes: u32,
+    /// How long a struck-out node or address is refused, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = millis(DEFAULTS.strikes.cool_off))]
+    cool_off: u64,
+}
+
+static DEFAULTS: std::sync::LazyLock<NodeConfig> = std::sync::LazyLock::new(NodeConfig::default);
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl LimitArgs {
+    fn apply(&self, c: &mut NodeConfig) -> Result<(), super::UsageError> {
+        if self.max_frame < 128 * 1024 {
+            return Err(super::UsageError(format!(
+                "--max-frame {} is too small; use at least 131072",
+                self.max_frame
+            )));
+        }
+        if self.strikes == 0 {
+            return Err(super::UsageError(
+                "--strikes 0 would refuse everyone; use at least 1 (or turn a count off with 0)"
+                    .into(),
+            ));
+        }
+        c.handshake_timeout = Duration::from_millis(self.handshake_timeout);
+        c.max_links = self.max_links;
+        c.max_links_per_ip = self.max_links_per_ip;
+        c.max_handshakes = self.max_handshakes;
+        c.max_handshakes_per_ip = self.max_handshakes_per_ip;
+        c.limits.max_frame = self.max_frame;
+        c.max_payload = c.max_payload.min(self.max_frame as usize - 64 * 1024);
+        c.max_pending_bytes = self.max_pending_bytes;
+        c.slow_consumer_timeout = Duration::from_millis(self.slow_consumer_timeout);
+        c.strikes.window = Duration::from_millis(self.strike_window);
+        c.strikes.max_pings = self.max_pings;
+        c.strikes.max_links_per_node = self.max_links_per_node;
+        c.strikes.max_connections_per_ip = self.max_connections_per_ip;
+        c.strikes.strikes_to_refuse = self.strikes;
+        c.strikes.cool_off = Duration::from_millis(self.cool_off);
+        Ok(())
+    }
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    if a.max_frame < 128 * 1024 {
-        return Err(super::UsageError(format!(
-            "--max-frame {} is too small; use at least 131072",
-            a.max_frame
-        ))
-        .into());
-    }
-    let (hs, max_links, max_frame) = (a.handshake_timeout, a.max_links, a.max_frame);
-    let mut b = Node::builder().listen(&a.listen).configure(|c| {
-        c.handshake_timeout = std::time::Duration::from_millis(hs);
-        c.max_links = max_links;
-        c.limits.max_frame = max_frame;
-        c.max_payload = c.max_payload.min(max_frame as usize - 64 * 1024);
-    });
+    let mut cfg = NodeConfig::default();
+    a.limits.apply(&mut cfg)?;
+    let mut b = Node::builder().listen(&a.listen).config(cfg);
     for p in &a.peer {
         b = b.peer(p);
     }

@@ -504,3 +504,70 @@ pub(crate) fn keygen(path: &std::path::Path) -> String {
     assert_eq!(v["key"], p);
     v["node"].as_str().expect("a node id").to_owned()
 }
+
+/// Keys made by `meshwire keygen` in a temporary directory, and a trust
+/// file that lists every one of them: the TLS set-up of a process test.
+pub(crate) struct TlsKeys {
+    dir: tempfile::TempDir,
+    keys: Vec<String>,
+    trust: String,
+}
+
+impl TlsKeys {
+    /// One key per name (`DIR/NAME.key`), all trusted.
+    pub(crate) fn make(names: &[&str]) -> TlsKeys {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut keys = Vec::new();
+        let mut ids = Vec::new();
+        for name in names {
+            let path = dir.path().join(format!("{name}.key"));
+            ids.push(keygen(&path));
+            keys.push(path.to_str().expect("UTF-8 temporary path").to_owned());
+        }
+        let trust = dir.path().join("trust");
+        std::fs::write(&trust, ids.join("\n")).expect("trust file written");
+        let trust = trust.to_str().expect("UTF-8 temporary path").to_owned();
+        TlsKeys { dir, keys, trust }
+    }
+
+    /// `--key KEY --trust FILE` for the `i`th key.
+    pub(crate) fn args(&self, i: usize) -> [&str; 4] {
+        ["--key", &self.keys[i], "--trust", &self.trust]
+    }
+
+    /// The directory the keys are in (for other files of the test).
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// `meshwire reply --connect ADDR --subject echo EXTRA...`: an echo
+/// responder, killed when dropped.
+pub(crate) fn echo_responder(addr: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["reply", "--connect", addr, "--subject", "echo"];
+    args.extend_from_slice(extra);
+    Proc::spawn("reply", &args)
+}
+
+/// `meshwire request --connect ADDR --subject echo EXTRA... PAYLOAD`, run
+/// to completion.
+pub(crate) fn echo_request(addr: &str, extra: &[&str], payload: &str) -> Finished {
+    let mut args = vec!["request", "--connect", addr, "--subject", "echo"];
+    args.extend_from_slice(extra);
+    args.push(payload);
+    run(&args, Duration::from_secs(20))
+}
+
+/// [`echo_request`] again and again until it is answered (a responder
+/// subscribes asynchronously; until then a request finds no responders),
+/// within 20 s. Panics with the last failure.
+pub(crate) fn echo_request_answered(addr: &str, extra: &[&str], payload: &str) -> Finished {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = echo_request(addr, extra, payload);
+        if done.code() == Some(0) || Instant::now() > deadline {
+            done.assert_code(0);
+            return done;
+        }
+    }
+}

@@ -194,6 +194,8 @@ pub struct Session {
     send: [SendLane; 2],
     recv: [RecvLane; 2],
     best_effort: VecDeque<Message>,
+    /// Payload bytes in `best_effort`.
+    best_effort_bytes: usize,
     events: VecDeque<Event>,
     /// Receptions not yet acknowledged; `ack_deadline` is when we must.
     unacked_recv: u32,
@@ -232,6 +234,7 @@ impl Session {
             send: [SendLane::new(), SendLane::new()],
             recv: [RecvLane::new(), RecvLane::new()],
             best_effort: VecDeque::new(),
+            best_effort_bytes: 0,
             events: VecDeque::new(),
             unacked_recv: 0,
             ack_deadline: None,
@@ -315,7 +318,7 @@ impl Session {
         self.down_since = None;
         self.last_recv = now;
         self.last_send = now;
-        self.best_effort.clear();
+        self.clear_best_effort();
         self.pongs.clear();
         self.ping_due = false;
         self.credit_probe_at = None;
@@ -365,7 +368,7 @@ impl Session {
         self.up = false;
         self.down_since = Some(now);
         self.stats.best_effort_dropped += self.best_effort.len() as u64;
-        self.best_effort.clear();
+        self.clear_best_effort();
         self.pongs.clear();
         self.ack_deadline = None;
     }
@@ -396,6 +399,24 @@ impl Session {
         self.send.iter().map(|s| s.bytes).sum()
     }
 
+    /// Payload bytes this session holds for its peer: unacknowledged
+    /// reliable messages and best-effort messages not yet transmitted.
+    /// Drivers bound it per peer (a consumer that does not keep up).
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox_bytes() + self.best_effort_bytes
+    }
+
+    fn clear_best_effort(&mut self) {
+        self.best_effort.clear();
+        self.best_effort_bytes = 0;
+    }
+
+    fn pop_best_effort(&mut self) -> Option<Message> {
+        let msg = self.best_effort.pop_front()?;
+        self.best_effort_bytes -= msg.payload_len();
+        Some(msg)
+    }
+
     /// Queues a reliable message and returns its sequence number; its
     /// acknowledgement is reported as [`Event::Acked`]. Never refuses:
     /// callers that must respect limits check [`Session::can_send`] first.
@@ -412,9 +433,10 @@ impl Session {
             return false;
         }
         if self.best_effort.len() >= self.config.best_effort_queue {
-            self.best_effort.pop_front();
+            self.pop_best_effort();
             self.stats.best_effort_dropped += 1;
         }
+        self.best_effort_bytes += msg.payload_len();
         self.best_effort.push_back(msg);
         true
     }
@@ -650,7 +672,7 @@ impl Session {
             frames += 1;
         }
         while buf.len() - start < budget {
-            let Some(msg) = self.best_effort.pop_front() else {
+            let Some(msg) = self.pop_best_effort() else {
                 break;
             };
             Frame::Data(Data {

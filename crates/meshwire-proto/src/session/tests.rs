@@ -879,3 +879,36 @@ fn over_credit_arrivals_are_dropped_unacknowledged() {
     feed(&mut b, at(t, 1), [data(Lane::Unordered, 100, 2)]);
     assert_eq!(delivered(&events(&mut b)), on(Lane::Unordered, &[2]));
 }
+
+#[test]
+fn queued_bytes_count_the_outbox_and_unsent_best_effort() {
+    let base = Instant::now();
+    let (mut a, mut b) = pair(base);
+    // Every payload of `msg` is 4 bytes.
+    a.send(Lane::Ordered, msg(1));
+    a.send(Lane::Unordered, msg(2));
+    assert!(a.send_best_effort(msg(3)));
+    assert_eq!(a.queued_bytes(), 12);
+    // Best effort leaves the queue when written; reliable stays until acked.
+    let frames = transmit(&mut a, at(base, 1));
+    assert_eq!(a.queued_bytes(), 8);
+    feed(&mut b, at(base, 1), frames);
+    let acks = transmit(&mut b, at(base, 10));
+    feed(&mut a, at(base, 10), acks);
+    assert_eq!(a.queued_bytes(), 0);
+    // A full best-effort queue drops its oldest: the count follows.
+    let mut small = pair_with(
+        SessionConfig {
+            best_effort_queue: 2,
+            ..config()
+        },
+        base,
+    )
+    .0;
+    for n in 0..5 {
+        small.send_best_effort(msg(n));
+    }
+    assert_eq!(small.queued_bytes(), 8);
+    small.handle_link_down(at(base, 20));
+    assert_eq!(small.queued_bytes(), 0, "dropped with the link");
+}

@@ -403,6 +403,22 @@ pub enum Frame {
     Close(Close),
 }
 
+impl Frame {
+    /// The frame's type name, for logs and error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "Hello",
+            Frame::Welcome(_) => "Welcome",
+            Frame::Resume(_) => "Resume",
+            Frame::Data(_) => "Data",
+            Frame::Ack(_) => "Ack",
+            Frame::Ping(_) => "Ping",
+            Frame::Pong(_) => "Pong",
+            Frame::Close(_) => "Close",
+        }
+    }
+}
+
 /// Frame type bytes (see `docs/PROTOCOL.md`).
 pub(crate) mod ty {
     pub(crate) const HELLO: u8 = 0x01;

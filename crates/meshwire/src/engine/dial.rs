@@ -3,10 +3,12 @@
 //! connections to the engine; reconnects back off exponentially with jitter.
 
 use super::Engine;
+use crate::abuse::admission::{Admission, Opened, Rejection};
 use crate::config::NodeConfig;
 use crate::link::{self, LinkInput};
 use crate::transport::secure::{self, LinkTls};
-use crate::transport::{self, Addr, Listener};
+use crate::transport::{self, Addr, Listener, Raw};
+use meshwire_proto::wire::{Close, CloseCode, Frame};
 use rand::Rng;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,7 @@ pub(crate) async fn accept_loop(
     ids: Arc<AtomicU64>,
     cfg: Arc<NodeConfig>,
     tls: Option<LinkTls>,
+    admission: Arc<Admission>,
     to_engine: mpsc::Sender<LinkInput>,
 ) {
     loop {
@@ -38,41 +41,74 @@ pub(crate) async fn accept_loop(
             s = listener.accept() => s,
             _ = &mut stop => return,
         };
-        match raw {
-            Ok(raw) if secure::wants_tls(&raw, tls.as_ref()) => {
-                // The TLS handshake runs in a task of its own, so a slow or
-                // stalled peer holds up neither this loop nor the engine.
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                let (tls, cfg, to_engine) = (tls.clone(), cfg.clone(), to_engine.clone());
-                tokio::spawn(async move {
-                    let remote = raw.remote().to_owned();
-                    match secure::accept(raw, tls.as_ref(), cfg.handshake_timeout).await {
-                        Ok((stream, peer)) => {
-                            let _ =
-                                link::start(id, stream, cfg.limits, to_engine, None, peer).await;
-                        }
-                        Err(e) => handshake_failed(&remote, &e),
-                    }
-                });
-            }
-            Ok(raw) => {
-                let id = ids.fetch_add(1, Ordering::Relaxed);
-                if link::start(id, raw.plain(), cfg.limits, to_engine.clone(), None, None)
-                    .await
-                    .is_none()
-                {
-                    return;
-                }
-            }
+        let raw = match raw {
+            Ok(raw) => raw,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
+        };
+        // The limits come first: a refused connection costs no TLS work.
+        let now = Instant::now();
+        let opened = match admission.admit(raw.peer_ip(), raw.remote(), now) {
+            Ok(ticket) => Opened {
+                at: now,
+                ticket: Some(ticket),
+            },
+            Err(rejection) => {
+                refuse_at_accept(raw, &rejection, tls.is_some());
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        if secure::wants_tls(&raw, tls.as_ref()) {
+            // The TLS handshake runs in a task of its own, so a slow or
+            // stalled peer holds up neither this loop nor the engine.
+            // There are at most `max_handshakes` of these tasks.
+            let (tls, cfg, to_engine) = (tls.clone(), cfg.clone(), to_engine.clone());
+            tokio::spawn(async move {
+                let remote = raw.remote().to_owned();
+                match secure::accept(raw, tls.as_ref(), cfg.handshake_timeout).await {
+                    Ok((stream, peer)) => {
+                        let _ = link::start(id, stream, cfg.limits, to_engine, None, peer, opened)
+                            .await;
+                    }
+                    Err(e) => handshake_failed(&remote, &e),
+                }
+            });
+        } else if link::start(
+            id,
+            raw.plain(),
+            cfg.limits,
+            to_engine.clone(),
+            None,
+            None,
+            opened,
+        )
+        .await
+        .is_none()
+        {
+            return;
         }
         if to_engine.is_closed() {
             return;
         }
+    }
+}
+
+/// Closes a connection the limits turned away. A plaintext peer is told
+/// why with a `Close(Refused)` frame, if the socket takes it at once; a
+/// TLS peer is not (telling it would take a handshake, which is what
+/// refusing saves).
+fn refuse_at_accept(raw: Raw, rejection: &Rejection, tls: bool) {
+    if let (Raw::Socket(socket, _), false) = (&raw, tls) {
+        let close = Frame::Close(Close {
+            code: CloseCode::Refused,
+            reason: rejection.to_string(),
+        });
+        let _ = socket.try_write(&close.to_bytes());
     }
 }
 
@@ -109,6 +145,7 @@ async fn connect_once(
 ) -> Attempt {
     match tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(addr)).await {
         Ok(Ok(raw)) => {
+            let opened = Instant::now();
             let remote = raw.remote().to_owned();
             let (stream, peer) = match secure::connect(raw, tls, cfg.handshake_timeout).await {
                 Ok(secured) => secured,
@@ -126,6 +163,7 @@ async fn connect_once(
                 to_engine.clone(),
                 Some(key.to_owned()),
                 peer,
+                Opened::dialled(opened),
             )
             .await
             {
@@ -177,10 +215,7 @@ fn jittered(d: Duration) -> Duration {
 impl Engine {
     /// Starts dialling a router at `addr` unless a dialer already exists.
     pub(crate) fn start_dialer(&mut self, addr: Addr, seed: bool) {
-        let key = match &addr {
-            Addr::Tcp(s) => s.clone(),
-            Addr::Mem(n) => format!("mem:{n}"),
-        };
+        let key = addr.to_string();
         if !self.dialing.insert(key.clone()) {
             return;
         }

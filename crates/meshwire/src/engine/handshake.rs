@@ -13,6 +13,7 @@
 //! a seed address says nothing about the node behind it.
 
 use super::{Engine, PeerKey};
+use crate::abuse::admission::{Opened, Ticket};
 use crate::link::{LinkError, Out};
 use meshwire_proto::wire::{
     Close, CloseCode, Frame, Hello, LaneResume, NodeId, Resume, Role, Subject, Welcome,
@@ -44,6 +45,9 @@ pub(crate) struct Conn {
     pub(crate) remote: String,
     /// The peer's NodeId as TLS authenticated it; `None` on plaintext.
     pub(crate) authenticated: Option<NodeId>,
+    /// An accepted connection's places under the node's connection limits,
+    /// given back when this `Conn` is dropped.
+    pub(crate) ticket: Option<Ticket>,
 }
 
 impl Conn {
@@ -74,6 +78,7 @@ fn new_link_wins(old_dialer: NodeId, new_dialer: NodeId, a: NodeId, b: NodeId) -
 
 impl Engine {
     /// A connection was accepted (`dialed == None`) or dialled.
+    #[allow(clippy::too_many_arguments)] // the fields of `LinkInput::New`
     pub(crate) fn on_new_conn(
         &mut self,
         now: Instant,
@@ -82,6 +87,7 @@ impl Engine {
         remote: String,
         dialed: Option<String>,
         authenticated: Option<NodeId>,
+        opened: Opened,
     ) {
         if self.shutting_down.is_some() {
             out.close();
@@ -93,7 +99,9 @@ impl Engine {
             send_close(&out, CloseCode::Refused, "too many links");
             return;
         }
-        let deadline = now + self.cfg.handshake_timeout;
+        // From accept (or connect), not from now: the TLS handshake spent
+        // part of the time already.
+        let deadline = opened.at.min(now) + self.cfg.handshake_timeout;
         let phase = match dialed {
             None => Phase::AwaitHello { deadline },
             Some(addr) => {
@@ -117,6 +125,7 @@ impl Engine {
                 phase,
                 remote,
                 authenticated,
+                ticket: opened.ticket,
             },
         );
     }
@@ -142,7 +151,7 @@ impl Engine {
     }
 
     /// Refuses a connection in the handshake with a reason both sides log.
-    fn refuse(&mut self, conn: u64, code: CloseCode, reason: String) {
+    pub(crate) fn refuse(&mut self, conn: u64, code: CloseCode, reason: String) {
         if let Some(c) = self.conns.remove(&conn) {
             metrics::counter!("meshwire_links_refused_total").increment(1);
             tracing::warn!(remote = %c.remote, ?code, %reason, "link refused");
@@ -182,6 +191,9 @@ impl Engine {
             match (&c.phase, frame) {
                 (Phase::Up { peer }, frame) => {
                     let peer = *peer;
+                    if matches!(frame, Frame::Ping(_)) && self.count_ping(now, peer) {
+                        return;
+                    }
                     let result = match self.peers.get_mut(&peer) {
                         Some(p) => p.session.handle_frame(now, frame),
                         None => Ok(()),
@@ -195,7 +207,7 @@ impl Engine {
                     }
                     self.touch(peer);
                 }
-                (Phase::AwaitHello { .. }, Frame::Hello(h)) => self.on_hello(conn, h),
+                (Phase::AwaitHello { .. }, Frame::Hello(h)) => self.on_hello(now, conn, h),
                 (Phase::AwaitWelcome { .. }, Frame::Welcome(w)) => self.on_welcome(now, conn, w),
                 (Phase::AwaitResume { .. }, Frame::Resume(r)) => self.on_resume(now, conn, r),
                 (_, Frame::Close(close)) => {
@@ -210,7 +222,7 @@ impl Engine {
                     return;
                 }
                 (_, other) => {
-                    let what = frame_name(&other);
+                    let what = other.name();
                     self.refuse(
                         conn,
                         CloseCode::ProtocolError,
@@ -222,8 +234,8 @@ impl Engine {
         }
     }
 
-    fn on_hello(&mut self, conn: u64, h: Hello) {
-        if self.refuse_impostor(conn, h.node) {
+    fn on_hello(&mut self, now: Instant, conn: u64, h: Hello) {
+        if self.refuse_impostor(conn, h.node) || self.refuse_flooding_node(now, conn, h.node) {
             return;
         }
         if h.max_version < MIN_PROTOCOL_VERSION || h.min_version > PROTOCOL_VERSION {
@@ -457,6 +469,9 @@ impl Engine {
             return;
         };
         c.phase = Phase::Up { peer: idx };
+        if let Some(t) = &mut c.ticket {
+            t.handshake_done();
+        }
         let out = c.out.clone();
         let Some(p) = self.peers.get_mut(&idx) else {
             return;
@@ -554,17 +569,4 @@ pub(crate) fn send_close(out: &Out, code: CloseCode, reason: &str) {
     });
     out.with_buf(|b| f.encode(b));
     out.close();
-}
-
-fn frame_name(f: &Frame) -> &'static str {
-    match f {
-        Frame::Hello(_) => "Hello",
-        Frame::Welcome(_) => "Welcome",
-        Frame::Resume(_) => "Resume",
-        Frame::Data(_) => "Data",
-        Frame::Ack(_) => "Ack",
-        Frame::Ping(_) => "Ping",
-        Frame::Pong(_) => "Pong",
-        Frame::Close(_) => "Close",
-    }
 }

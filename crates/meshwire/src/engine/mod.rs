@@ -11,9 +11,13 @@
 
 mod dial;
 mod handshake;
+mod limits;
 mod permissions;
 mod router;
 
+use crate::abuse::admission::Admission;
+use crate::abuse::strikes::Strikes;
+use crate::abuse::LogThrottle;
 use crate::config::NodeConfig;
 use crate::link::{LinkInput, OUT_HIGH_WATER};
 use crate::pubsub::{Message, SubShared, SubSink, Subscription};
@@ -280,6 +284,9 @@ pub(crate) struct Engine {
     pub(crate) awaiting_grants: bool,
     shutting_down: Option<(Instant, Vec<oneshot::Sender<()>>)>,
     listener_stop: Option<oneshot::Sender<()>>,
+    /// Strikes against nodes (pings, reconnects); see `limits.rs`.
+    pub(crate) strikes: Strikes<NodeId>,
+    pub(crate) strike_log: LogThrottle,
 }
 
 /// What `Node::start` gets back.
@@ -345,6 +352,7 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
             conn_ids.clone(),
             cfg.clone(),
             spec.tls.clone(),
+            Admission::new(&cfg),
             link_tx.clone(),
         ));
     }
@@ -353,15 +361,8 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         (None, Some(l)) => Some(Subject::from_bytes(Bytes::from(l.clone()))?),
         _ => None,
     };
-    let (up_tx, up_rx) = watch::channel(
-        spec.connect
-            .iter()
-            .map(|a| match a {
-                Addr::Tcp(s) => s.clone(),
-                Addr::Mem(n) => format!("mem:{n}"),
-            })
-            .collect::<Vec<_>>(),
-    );
+    let (up_tx, up_rx) =
+        watch::channel(spec.connect.iter().map(Addr::to_string).collect::<Vec<_>>());
     let mut engine = Engine {
         cfg: cfg.clone(),
         id: spec.id,
@@ -411,6 +412,8 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         awaiting_grants: false,
         shutting_down: None,
         listener_stop,
+        strikes: Strikes::new(cfg.strikes),
+        strike_log: LogThrottle::default(),
     };
     if role == Role::Client {
         tokio::spawn(dial::upstream_loop(
@@ -628,7 +631,8 @@ impl Engine {
                 remote,
                 dialed,
                 authenticated,
-            } => self.on_new_conn(now, conn, out, remote, dialed, authenticated),
+                opened,
+            } => self.on_new_conn(now, conn, out, remote, dialed, authenticated, opened),
             LinkInput::DialerStopped { addr } => {
                 self.dialing.remove(&addr);
             }
@@ -729,7 +733,7 @@ impl Engine {
                 let _ = reply.send(Ok(()));
             }
         }
-        let drained = p.session.outbox_len() < self.cfg.peer_high_water / 2;
+        let drained = limits::drained(&self.cfg, &p.session);
         if drained {
             p.congested_since = None;
         }
@@ -803,11 +807,10 @@ impl Engine {
         match level {
             Level::Reliable(lane) => {
                 p.session.send(lane, msg);
-                if p.session.outbox_len() > self.cfg.peer_high_water && p.congested_since.is_none()
-                {
+                if p.congested_since.is_none() && limits::over_limits(&self.cfg, &p.session) {
                     if !p.session.is_up()
                         && p.role == Role::Client
-                        && p.session.outbox_len() > self.cfg.retained_max_messages
+                        && limits::over_retention(&self.cfg, &p.session)
                     {
                         self.expire_peer(idx, "retained session over its message limit");
                         return;
@@ -819,11 +822,7 @@ impl Engine {
                     }
                 }
             }
-            Level::BestEffort => {
-                if !p.session.send_best_effort(msg) {
-                    metrics::counter!("meshwire_best_effort_dropped_total").increment(1);
-                }
-            }
+            Level::BestEffort => limits::send_best_effort(&self.cfg, p, msg),
         }
         self.touch(idx);
     }
@@ -893,15 +892,10 @@ impl Engine {
             .collect();
         for i in slow {
             if let Some(p) = self.peers.get_mut(&i) {
-                tracing::warn!(peer = %p.node, outbox = p.session.outbox_len(), "slow consumer cut off");
+                let reason = limits::slow_consumer_reason(&self.cfg, &p.session);
+                tracing::warn!(peer = %p.node, %reason, "slow consumer cut off");
                 metrics::counter!("meshwire_slow_consumers_total").increment(1);
-                p.session.close(
-                    CloseCode::SlowConsumer,
-                    format!(
-                        "more than {} messages unacknowledged for over {:?}",
-                        self.cfg.peer_high_water, self.cfg.slow_consumer_timeout
-                    ),
-                );
+                p.session.close(CloseCode::SlowConsumer, reason);
                 self.touch(i);
             }
             self.run_work(now);
@@ -1062,10 +1056,7 @@ impl Engine {
                 }
             }
             Level::BestEffort => {
-                let sent = p.session.send_best_effort(msg);
-                if !sent {
-                    metrics::counter!("meshwire_best_effort_dropped_total").increment(1);
-                }
+                limits::send_best_effort(&self.cfg, p, msg);
                 if let Some(ack) = ack {
                     let _ = ack.send(Ok(()));
                 }

@@ -1,5 +1,5 @@
 //! TLS on node links: the node's rustls configurations, and the handshake
-//! run on each new TCP connection before it becomes a link.
+//! run on each new TCP or Unix connection before it becomes a link.
 //!
 //! The handshake runs in the task that accepted or dialled the connection
 //! (never in the engine), bounded by the node's handshake timeout. Its
@@ -45,7 +45,7 @@ impl LinkTls {
 /// authenticated it.
 pub(crate) type Secured = (Stream, Option<NodeId>);
 
-/// The accepting side: TLS over TCP when `tls` is set, plaintext otherwise
+/// The accepting side: TLS over the socket (TCP or Unix) when `tls` is set, plaintext otherwise
 /// (and always for `mem:`).
 pub(crate) async fn accept(
     raw: Raw,
@@ -53,7 +53,7 @@ pub(crate) async fn accept(
     timeout: Duration,
 ) -> Result<Secured, HandshakeError> {
     match (raw, tls) {
-        (Raw::Tcp(io, remote), Some(tls)) => {
+        (Raw::Socket(io, remote), Some(tls)) => {
             let (stream, peer) = security::tls::accept(&tls.server, io, timeout).await?;
             Ok((halves(stream, remote), Some(peer)))
         }
@@ -61,7 +61,7 @@ pub(crate) async fn accept(
     }
 }
 
-/// The dialling side: TLS over TCP when `tls` is set, plaintext otherwise
+/// The dialling side: TLS over the socket (TCP or Unix) when `tls` is set, plaintext otherwise
 /// (and always for `mem:`).
 pub(crate) async fn connect(
     raw: Raw,
@@ -69,7 +69,7 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> Result<Secured, HandshakeError> {
     match (raw, tls) {
-        (Raw::Tcp(io, remote), Some(tls)) => {
+        (Raw::Socket(io, remote), Some(tls)) => {
             let (stream, peer) = security::tls::connect(&tls.client, io, timeout).await?;
             Ok((halves(stream, remote), Some(peer)))
         }
@@ -92,5 +92,5 @@ where
 /// Whether this connection will run TLS (so its handshake belongs in a
 /// task of its own).
 pub(crate) fn wants_tls(raw: &Raw, tls: Option<&LinkTls>) -> bool {
-    tls.is_some() && matches!(raw, Raw::Tcp(..))
+    tls.is_some() && matches!(raw, Raw::Socket(..))
 }
