@@ -278,11 +278,22 @@ fn keygen_adds_to_a_trust_file() {
     }
 }
 
+/// The NodeId of key `i` of `keys` (the trust file lists them in order).
+fn keys_id(keys: &support::TlsKeys, i: usize) -> String {
+    let trust = std::fs::read_to_string(keys.dir().join("trust")).unwrap();
+    trust.lines().nth(i).unwrap().to_owned()
+}
+
 /// Waits (bounded) until `p`'s stderr contains `needle`.
 fn wait_for_stderr(p: &Proc, needle: &str) -> bool {
+    wait_until(|| p.stderr().contains(needle))
+}
+
+/// Waits (at most 5 s) until `done` holds.
+fn wait_until(done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if p.stderr().contains(needle) {
+        if done() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -299,4 +310,45 @@ fn refused_request(addr: &str, security: &[&str]) -> String {
     let done = run(&args, LIMIT);
     done.assert_code(1);
     done.stderr
+}
+
+/// SIGHUP re-reads --trust: a key taken out of the file has its link
+/// closed and is refused after, while the others keep working; no restart.
+#[test]
+fn sighup_reloads_the_trust_file_and_closes_revoked_links() {
+    let keys = support::TlsKeys::make(&["router", "responder", "asker", "revoked"]);
+    let node = NodeProc::start(&keys.args(0));
+    let _responder = support::echo_responder(&node.listen, &keys.args(1));
+    support::echo_request_answered(&node.listen, &keys.args(2), "before");
+    support::echo_request_answered(&node.listen, &keys.args(3), "before");
+    // `revoked` also holds a link open (a subscriber) when the trust changes.
+    let mut sub_args = vec!["sub", "--connect", &node.listen, "--topic", "t"];
+    sub_args.extend_from_slice(&keys.args(3));
+    let _sub = Proc::spawn("sub", &sub_args);
+    // (Its first link was the request's.)
+    let up = format!("link up peer={}", keys_id(&keys, 3));
+    assert!(
+        wait_until(|| node.stderr().matches(&up).count() >= 2),
+        "{}",
+        node.stderr()
+    );
+
+    // Take `revoked` out of the trust file, and tell the node.
+    let trust = keys.dir().join("trust");
+    let text = std::fs::read_to_string(&trust).unwrap();
+    let kept: Vec<&str> = text.lines().take(3).collect();
+    std::fs::write(&trust, kept.join("\n")).unwrap();
+    node.signal_hup();
+    assert!(
+        wait_for_stderr(&node, "links_closed=1"),
+        "the subscriber's link is closed:\n{}",
+        node.stderr()
+    );
+
+    let refused = refused_request(&node.listen, &keys.args(3));
+    assert!(refused.contains("trust list"), "{refused}");
+    // The others were not disturbed: the responder's link stayed up.
+    let ok = support::echo_request(&node.listen, &keys.args(2), "after");
+    ok.assert_code(0);
+    assert_eq!(ok.stdout_text(), "after");
 }

@@ -506,6 +506,21 @@ impl Node {
         .await
     }
 
+    /// Admits what `trust` admits from now on, and closes the links of
+    /// nodes it no longer admits (with a trust list; in CA mode existing
+    /// links stay and new connections are checked against the new roots).
+    /// Returns how many links were closed. The closed nodes' sessions are
+    /// kept for the usual retention in case they are admitted again; their
+    /// reconnections are refused during the TLS handshake.
+    ///
+    /// Fails on a node built [`insecure`](NodeBuilder::insecure), or when
+    /// `trust` cannot be used (the trust in force stays).
+    pub async fn reload_trust(&self, trust: Trust) -> Result<usize> {
+        let (done, rx) = oneshot::channel();
+        self.command(Command::SetTrust { trust, done }).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
     /// Reads the permissions file again now and puts it in force on every
     /// attached client, without dropping links: subscriptions it no longer
     /// allows end ([`Subscription::error`] says why), and each client is

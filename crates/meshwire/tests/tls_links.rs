@@ -241,3 +241,64 @@ async fn a_hello_naming_another_node_than_the_tls_key_is_refused() {
     assert_router_serves(&r, &friend, trusting(&[&router_id])).await;
     r.shutdown().await;
 }
+
+/// Waits until the router sees `node` up (or not).
+async fn wait_link(router: &Node, node: meshwire::security::NodeId, up: bool) {
+    tokio::time::timeout(support::WAIT, async {
+        loop {
+            let peers = router.status().await.unwrap().peers;
+            if peers.iter().any(|p| p.node == node && p.up) == up {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("link of {node} up = {up} in time"));
+}
+
+#[tokio::test]
+async fn a_trust_reload_closes_the_links_of_nodes_no_longer_trusted() {
+    let router_id = Identity::generate().unwrap();
+    let (kept, dropped) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let r = tls_router(&router_id, trusting(&[&kept, &dropped]), None).await;
+    let a = tls_client(&kept, trusting(&[&router_id]), &r)
+        .await
+        .unwrap();
+    let b = tls_client(&dropped, trusting(&[&router_id]), &r)
+        .await
+        .unwrap();
+
+    // Revoke `dropped`: its link closes at once, `kept` keeps working.
+    let closed = r.reload_trust(trusting(&[&kept])).await.unwrap();
+    assert_eq!(closed, 1);
+    wait_link(&r, dropped.node_id(), false).await;
+    let mut sub = r.subscribe("after.revoke").await.unwrap();
+    a.publish("after.revoke", "still here").await.unwrap();
+    assert_eq!(recv(&mut sub).await.payload(), "still here".as_bytes());
+    // ... and it cannot come back, while revoked.
+    let again = tls_client(&dropped, trusting(&[&router_id]), &r).await;
+    assert!(
+        unreachable_because(again).contains("trust list"),
+        "a revoked key is refused"
+    );
+
+    // Admitted again: the revoked node's own reconnect attempts get in.
+    assert_eq!(
+        r.reload_trust(trusting(&[&kept, &dropped])).await.unwrap(),
+        0
+    );
+    wait_link(&r, dropped.node_id(), true).await;
+
+    // An insecure node has no trust to reload.
+    let plain = Node::builder()
+        .insecure()
+        .listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    assert!(plain.reload_trust(Trust::default()).await.is_err());
+    for n in [a, b, r, plain] {
+        n.shutdown().await;
+    }
+}

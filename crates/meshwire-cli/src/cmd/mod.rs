@@ -131,6 +131,30 @@ impl SecurityArgs {
         Ok((b.tls(identity, trust), Security::Tls { node, fresh_key }))
     }
 
+    /// On SIGHUP: reads --trust (or --ca) again and puts it in force,
+    /// closing the links of nodes no longer admitted; logs what happened
+    /// (on an error the trust in force stays). False when there is no
+    /// trust file to reload.
+    pub(crate) async fn reload_trust(&self, node: &Node) -> bool {
+        let loaded = match (&self.trust, &self.ca) {
+            (Some(t), _) => Trust::load(t),
+            (None, Some(ca)) => Trust::load_ca(ca),
+            (None, None) => return false,
+        };
+        let result = match loaded {
+            Ok(trust) => node.reload_trust(trust).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(closed) => tracing::info!(
+                links_closed = closed,
+                "trust reloaded; links of nodes no longer admitted are closed"
+            ),
+            Err(e) => tracing::error!(error = %e, "trust not reloaded; the trust in force stays"),
+        }
+        true
+    }
+
     /// Whether peers can be admitted at all (a --trust file or a CA).
     pub(crate) fn admits_others(&self) -> bool {
         self.trust.is_some() || self.ca.is_some()

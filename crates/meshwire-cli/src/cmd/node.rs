@@ -11,7 +11,8 @@ use std::time::Duration;
 /// When ready it prints one JSON line to stdout:
 /// {"event":"ready","node":"<NodeId>","listen":"<ADDR>"} — port 0 picks a
 /// free port and the line says which. Logs go to stderr. SIGINT/SIGTERM
-/// drain and exit 0; SIGHUP reloads --permissions.
+/// drain and exit 0; SIGHUP reloads --trust (or --ca), closing the links
+/// of nodes no longer admitted, and --permissions.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Address to listen on: HOST:PORT (port 0 picks a free one), or
@@ -205,12 +206,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut stop => break,
             _ = hangups.recv() => {
-                if a.permissions.is_none() {
-                    tracing::info!("SIGHUP: nothing to reload (no --permissions)");
-                } else {
+                let trust = a.security.reload_trust(&node).await;
+                if a.permissions.is_some() {
                     // Success and failure (with the reason) are logged by the
                     // node; on failure the rules in force stay.
                     let _ = node.reload_permissions().await;
+                } else if !trust {
+                    tracing::info!("SIGHUP: nothing to reload (no --trust, --ca or --permissions)");
                 }
             }
         }

@@ -508,6 +508,46 @@ impl Engine {
         self.touch(idx);
     }
 
+    /// Puts `trust` in force for new connections and closes every link
+    /// (up or handshaking) whose TLS-authenticated node it no longer
+    /// admits; returns how many. In CA mode admission depends on the
+    /// certificate chain, which a link does not keep: existing links stay,
+    /// and new connections are checked against the new roots.
+    pub(crate) fn set_trust(
+        &mut self,
+        trust: &crate::security::Trust,
+    ) -> Result<usize, crate::Error> {
+        let Some(tls) = &self.tls else {
+            return Err(crate::Error::Config(
+                "this node runs without TLS (insecure): it has no trust to reload".into(),
+            ));
+        };
+        tls.set_trust(trust)?;
+        let revoked: Vec<(u64, NodeId)> = self
+            .conns
+            .iter()
+            .filter_map(|(&conn, c)| {
+                let node = c.authenticated?;
+                (tls.admits(node) == Some(false)).then_some((conn, node))
+            })
+            .collect();
+        for &(conn, node) in &revoked {
+            let reason = format!("node {node} is no longer trusted");
+            tracing::warn!(%node, "trust reloaded: closing the link of a node it no longer admits");
+            metrics::counter!("meshwire_links_revoked_total").increment(1);
+            match self.conns.get(&conn).and_then(|c| c.peer()) {
+                Some(idx) => {
+                    if let Some(p) = self.peers.get_mut(&idx) {
+                        p.session.close(CloseCode::Refused, reason);
+                    }
+                    self.touch(idx);
+                }
+                None => self.refuse(conn, CloseCode::Refused, reason),
+            }
+        }
+        Ok(revoked.len())
+    }
+
     pub(crate) fn on_conn_closed(&mut self, now: Instant, conn: u64, error: Option<LinkError>) {
         let Some(c) = self.conns.remove(&conn) else {
             return;

@@ -83,6 +83,12 @@ pub(crate) enum Command {
         permissions: Arc<Permissions>,
         done: oneshot::Sender<()>,
     },
+    /// New trust: admit what it admits from now on, and close the links of
+    /// nodes it no longer admits. Answers how many links were closed.
+    SetTrust {
+        trust: crate::security::Trust,
+        done: oneshot::Sender<Result<usize, Error>>,
+    },
 }
 
 /// Where the replies to a request go: the first one only, or every one
@@ -951,6 +957,9 @@ impl Engine {
             Command::SetPermissions { permissions, done } => {
                 self.set_permissions(now, permissions);
                 let _ = done.send(());
+            }
+            Command::SetTrust { trust, done } => {
+                let _ = done.send(self.set_trust(&trust));
             }
         }
     }

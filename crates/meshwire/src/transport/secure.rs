@@ -13,17 +13,26 @@
 use super::{Raw, Stream};
 use crate::security::{self, HandshakeError, Identity, NodeId, SecurityError, Trust};
 use rustls::{ClientConfig, ServerConfig};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// A TLS node's link configurations, built once and shared by the accept
-/// loop and every dialler.
+/// A TLS node's link configurations, shared by the accept loop, every
+/// dialler and the engine. Each new connection takes the configurations
+/// in force; [`LinkTls::set_trust`] replaces them (a trust reload), which
+/// the next connection sees.
 #[derive(Clone)]
 pub(crate) struct LinkTls {
+    identity: Identity,
+    configs: Arc<RwLock<Configs>>,
+}
+
+struct Configs {
     server: Arc<ServerConfig>,
     /// For dialling addresses: any admitted node may answer, and the
     /// handshake says which one did.
     client: Arc<ClientConfig>,
+    /// What they admit.
+    trust: Trust,
 }
 
 impl std::fmt::Debug for LinkTls {
@@ -35,8 +44,48 @@ impl std::fmt::Debug for LinkTls {
 impl LinkTls {
     pub(crate) fn new(identity: &Identity, trust: &Trust) -> Result<Self, SecurityError> {
         Ok(Self {
+            identity: identity.clone(),
+            configs: Arc::new(RwLock::new(Configs::new(identity, trust)?)),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Configs> {
+        self.configs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn server(&self) -> Arc<ServerConfig> {
+        self.read().server.clone()
+    }
+
+    fn client(&self) -> Arc<ClientConfig> {
+        self.read().client.clone()
+    }
+
+    /// Whether the trust in force admits `node` by its id alone (a trust
+    /// list). `None` in CA mode, where admission depends on a certificate
+    /// chain the id does not carry.
+    pub(crate) fn admits(&self, node: NodeId) -> Option<bool> {
+        match &self.read().trust {
+            Trust::Nodes(set) => Some(node == self.identity.node_id() || set.contains(&node)),
+            _ => None,
+        }
+    }
+
+    /// Admits what `trust` admits from the next connection on. On error
+    /// (e.g. unusable CA roots) the trust in force stays.
+    pub(crate) fn set_trust(&self, trust: &Trust) -> Result<(), SecurityError> {
+        let fresh = Configs::new(&self.identity, trust)?;
+        *self.configs.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+impl Configs {
+    fn new(identity: &Identity, trust: &Trust) -> Result<Self, SecurityError> {
+        Ok(Self {
             server: security::tls::server_config(identity, trust)?,
             client: security::tls::client_config(identity, trust, None)?,
+            trust: trust.clone(),
         })
     }
 }
@@ -54,7 +103,7 @@ pub(crate) async fn accept(
 ) -> Result<Secured, HandshakeError> {
     match (raw, tls) {
         (Raw::Socket(io, remote), Some(tls)) => {
-            let (stream, peer) = security::tls::accept(&tls.server, io, timeout).await?;
+            let (stream, peer) = security::tls::accept(&tls.server(), io, timeout).await?;
             Ok((halves(stream, remote), Some(peer)))
         }
         (raw, _) => Ok((raw.plain(), None)),
@@ -70,7 +119,7 @@ pub(crate) async fn connect(
 ) -> Result<Secured, HandshakeError> {
     match (raw, tls) {
         (Raw::Socket(io, remote), Some(tls)) => {
-            let (stream, peer) = security::tls::connect(&tls.client, io, timeout).await?;
+            let (stream, peer) = security::tls::connect(&tls.client(), io, timeout).await?;
             Ok((halves(stream, remote), Some(peer)))
         }
         (raw, _) => Ok((raw.plain(), None)),
