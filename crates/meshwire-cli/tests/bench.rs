@@ -295,3 +295,62 @@ fn bad_arguments_exit_2() {
         );
     }
 }
+
+/// request-latency: serial requests through a router to a responder.
+#[test]
+fn request_latency_prints_one_json_object() {
+    let m = bench_json(&[
+        "bench",
+        "request-latency",
+        "--count",
+        "200",
+        "--warmup",
+        "20",
+        "--json",
+        "--pin",
+        "none",
+    ]);
+    check_header(&m, "request-latency", true);
+    assert_eq!(num(&m, "requests"), 200.0, "{m:?}");
+    check_latency(&m);
+}
+
+/// The one-way workloads: every reliable message arrives once, the rates
+/// are positive, and best effort and fan-out say what they were.
+#[test]
+fn throughput_workloads_print_one_json_object() {
+    let cases: &[(&str, &[&str], f64)] = &[
+        ("pubsub-throughput", &[], 1.0),
+        ("pubsub-throughput", &["--best-effort"], 1.0),
+        ("stream-throughput", &[], 1.0),
+        ("fanout", &["--subs", "3"], 3.0),
+    ];
+    for (workload, extra, subs) in cases {
+        let mut args = vec![
+            "bench", workload, "--count", "2000", "--warmup", "100", "--json", "--pin", "none",
+        ];
+        args.extend_from_slice(extra);
+        let m = bench_json(&args);
+        check_header(&m, workload, true);
+        assert_eq!(num(&m, "published"), 2000.0, "{m:?}");
+        assert_eq!(num(&m, "subs"), *subs, "{m:?}");
+        let best_effort = extra.contains(&"--best-effort");
+        assert_eq!(
+            m["delivery"],
+            if best_effort {
+                "best-effort"
+            } else {
+                "reliable-ordered"
+            },
+            "{m:?}"
+        );
+        if !best_effort {
+            assert_eq!(num(&m, "delivered"), 2000.0 * subs, "{m:?}");
+        }
+        assert!(num(&m, "msgs_per_sec") > 0.0, "{m:?}");
+        assert!(
+            num(&m, "deliveries_per_sec") >= num(&m, "msgs_per_sec"),
+            "{m:?}"
+        );
+    }
+}

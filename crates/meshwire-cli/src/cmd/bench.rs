@@ -16,6 +16,8 @@
 //! and the progress line, and each family of workloads has its own module
 //! ([`rpc`], and [`tcp`] for the floor).
 
+mod harness;
+mod messaging;
 mod pin;
 mod report;
 mod rpc;
@@ -102,14 +104,25 @@ impl Load {
     }
 }
 
-/// The benchmarks. Issue 5 adds request-latency, pubsub-throughput,
-/// stream-throughput, fanout and model here.
+/// The benchmarks. Issue 5 adds `model` here.
 #[derive(clap::Subcommand, Debug)]
 enum Workload {
     /// Serial echo RPC: one call at a time; latency percentiles.
     RpcLatency(rpc::LatencyArgs),
     /// Pipelined echo RPC: N calls in flight; calls per second.
     RpcThroughput(rpc::ThroughputArgs),
+    /// Serial request/reply through a router: requester → router →
+    /// responder → reply; latency percentiles.
+    RequestLatency(rpc::LatencyArgs),
+    /// Publisher → router → subscriber(s) (--subs N for fan-out), reliable
+    /// and ordered or --best-effort; messages per second.
+    PubsubThroughput(messaging::PubSubArgs),
+    /// pubsub-throughput with many subscribers: every message reaches each
+    /// (--subs N); messages and deliveries per second.
+    Fanout(messaging::PubSubArgs),
+    /// Reliable one-way messages over one direct link (publisher → router
+    /// that subscribes itself); messages per second.
+    StreamThroughput(messaging::StreamArgs),
     /// The floor: serial raw TCP ping-pong, no meshwire in the path.
     TcpLatency(tcp::LatencyArgs),
 }
@@ -127,6 +140,18 @@ fn parse_size(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// A whole number in `range`, or `advice` and what was given.
+fn parse_between(
+    s: &str,
+    range: std::ops::RangeInclusive<u32>,
+    advice: &str,
+) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(format!("{advice} (got {s:?})")),
+    }
 }
 
 fn parse_count(s: &str) -> Result<u64, String> {
@@ -181,6 +206,12 @@ async fn run_workload(
     match workload {
         Workload::RpcLatency(w) => rpc::latency(w, placement, tls).await,
         Workload::RpcThroughput(w) => rpc::throughput(w, placement, tls).await,
+        Workload::RequestLatency(w) => messaging::request_latency(w, placement, tls).await,
+        Workload::PubsubThroughput(w) => {
+            messaging::pubsub_throughput("pubsub-throughput", w, placement, tls).await
+        }
+        Workload::Fanout(w) => messaging::pubsub_throughput("fanout", w, placement, tls).await,
+        Workload::StreamThroughput(w) => messaging::stream_throughput(w, placement, tls).await,
         Workload::TcpLatency(w) => tcp::latency(w, placement).await,
     }
 }

@@ -211,6 +211,49 @@ pub(crate) fn tls_cost(secure: &Outcome, plain: &Outcome) -> anyhow::Result<Outc
     })
 }
 
+/// The result of a serial round-trip workload: `noun` ("calls",
+/// "requests") round trips in `elapsed`, their latencies, and `pin` for the
+/// table. JSON: the header, `{noun}`, `seconds`, `{noun}_per_sec` and the
+/// percentiles.
+pub(crate) fn serial_outcome(
+    header: Header,
+    pin: String,
+    noun: &str,
+    lat: &Latencies,
+    elapsed: std::time::Duration,
+    title: String,
+) -> anyhow::Result<Outcome> {
+    let n = lat.count();
+    let secs = elapsed.as_secs_f64();
+    let per_sec = round1(n as f64 / secs.max(1e-9));
+    let tls = header.tls;
+    let percentiles = lat.percentiles();
+    let mut json = match serde_json::to_value(&header)? {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    json.insert(noun.to_owned(), n.into());
+    json.insert("seconds".to_owned(), ((secs * 1e6).round() / 1e6).into());
+    json.insert(format!("{noun}_per_sec"), per_sec.into());
+    if let serde_json::Value::Object(p) = serde_json::to_value(&percentiles)? {
+        json.extend(p);
+    }
+    let mut rows = vec![
+        ("pin".to_owned(), pin),
+        tls_row(tls),
+        (
+            noun.to_owned(),
+            format!("{n} in {secs:.2} s ({} {noun}/s)", rate(per_sec)),
+        ),
+    ];
+    rows.extend(percentiles.rows());
+    Ok(Outcome {
+        json: serde_json::Value::Object(json).to_string(),
+        title,
+        rows,
+    })
+}
+
 /// The table row saying how links were protected.
 pub(crate) fn tls_row(tls: bool) -> (String, String) {
     let how = if tls {

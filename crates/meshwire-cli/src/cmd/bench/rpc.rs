@@ -3,33 +3,30 @@
 //! is one direct link each way: client → router/server → client, the same
 //! path a tarpc or tonic call takes.
 
-use super::pin::{spawn_side, Placement, Side};
+use super::harness::{self, Security, ServerUp};
+use super::pin::Placement;
 use super::report::{self, Header, Latencies, Outcome, Percentiles, Phase, Progress};
 use super::{Load, Stop};
 use anyhow::Context as _;
 use meshwire::rpc::{Client, Service};
-use meshwire::security::{Authority, Identity, Trust};
-use meshwire::{Node, NodeBuilder};
+use meshwire::Node;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 const SERVICE: &str = "bench";
 const METHOD: &str = "echo";
-/// How long to wait for the in-process router to come up.
-const SETUP_WITHIN: Duration = Duration::from_secs(15);
 
-/// rpc-latency: serial calls, one at a time.
+/// Serial round trips (rpc-latency, request-latency), one at a time.
 #[derive(clap::Args, Debug)]
 #[command(
-    mut_arg("count", |a| a.help("Measure exactly this many calls [default: 20000 unless --duration]")),
+    mut_arg("count", |a| a.help("Measure exactly this many round trips [default: 20000 unless --duration]")),
     mut_arg("duration", |a| a.help("Measure for this many seconds instead of --count (decimals allowed)")),
 )]
 pub(crate) struct LatencyArgs {
     #[command(flatten)]
-    load: Load,
+    pub(crate) load: Load,
 }
 
 /// rpc-throughput: N calls in flight continuously.
@@ -47,23 +44,11 @@ pub(crate) struct ThroughputArgs {
 }
 
 fn parse_inflight(s: &str) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "keep between 1 and 65536 calls in flight, e.g. --inflight 64 (got {s:?})"
-        )),
-    }
-}
-
-#[derive(Serialize)]
-struct LatencyJson {
-    #[serde(flatten)]
-    header: Header,
-    calls: u64,
-    seconds: f64,
-    calls_per_sec: f64,
-    #[serde(flatten)]
-    lat: Percentiles,
+    super::parse_between(
+        s,
+        1..=65_536,
+        "keep between 1 and 65536 calls in flight, e.g. --inflight 64",
+    )
 }
 
 #[derive(Serialize)]
@@ -91,35 +76,17 @@ pub(crate) async fn latency(
 ) -> anyhow::Result<Outcome> {
     let stop = a.load.stop(Stop::Count(20_000));
     let m = run_pair("rpc-latency", &a.load, stop, 1, placement, tls).await?;
-    let calls = m.lat.count();
-    let secs = m.elapsed.as_secs_f64();
-    let out = LatencyJson {
-        header: Header::new("rpc-latency", placement, a.load.size, tls),
-        calls,
-        seconds: round6(secs),
-        calls_per_sec: report::round1(calls as f64 / secs.max(1e-9)),
-        lat: m.lat.percentiles(),
-    };
-    let mut rows = vec![
-        ("pin".to_owned(), placement.describe()),
-        report::tls_row(tls),
-        (
-            "calls".to_owned(),
-            format!(
-                "{calls} in {secs:.2} s ({} calls/s)",
-                report::rate(out.calls_per_sec)
-            ),
-        ),
-    ];
-    rows.extend(out.lat.rows());
-    Ok(Outcome {
-        json: serde_json::to_string(&out)?,
-        title: format!(
+    report::serial_outcome(
+        Header::new("rpc-latency", placement, a.load.size, tls),
+        placement.describe(),
+        "calls",
+        &m.lat,
+        m.elapsed,
+        format!(
             "rpc-latency: serial {}-byte echo RPC over TCP on 127.0.0.1 ({} warm-up calls)",
             a.load.size, a.load.warmup
         ),
-        rows,
-    })
+    )
 }
 
 pub(crate) async fn throughput(
@@ -157,21 +124,14 @@ pub(crate) async fn throughput(
     })
 }
 
-/// `b` on TLS as the given identity, or plaintext.
-fn secured(b: NodeBuilder, security: Option<(Identity, Trust)>) -> NodeBuilder {
-    match security {
-        Some((identity, trust)) => b.tls(identity, trust),
-        None => b.insecure(),
-    }
-}
-
 /// Seconds to the microsecond.
-fn round6(x: f64) -> f64 {
+pub(crate) fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-/// Runs the server side and the client side on their pinned threads and
-/// returns what the client measured.
+/// Runs the router serving the echo service (server side) and the calling
+/// client (client side) on their pinned threads; returns what the client
+/// measured.
 async fn run_pair(
     label: &'static str,
     load: &Load,
@@ -180,31 +140,15 @@ async fn run_pair(
     placement: &Placement,
     tls: bool,
 ) -> anyhow::Result<Measured> {
-    // With TLS (the default) one in-memory authority certifies both sides,
-    // so their links are mutually authenticated as in production.
-    let (server_security, client_security) = if tls {
-        let ca = Authority::generate("meshwire bench")?;
-        (
-            Some((ca.issue()?, ca.trust())),
-            Some((ca.issue()?, ca.trust())),
-        )
-    } else {
-        (None, None)
-    };
-    let (addr_tx, addr_rx) = oneshot::channel::<anyhow::Result<String>>();
-    // Dropping `stop_tx` (on any path out of here) stops the server side.
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = spawn_side("server", placement, Side::Server, move || async move {
-        let started = async {
-            let node = secured(Node::builder(), server_security)
-                .name("bench-server")
-                .listen("127.0.0.1:0")
-                .start()
-                .await
-                .context(
-                    "cannot start the bench router on 127.0.0.1:0; check that loopback \
-                     TCP works here (firewall, sandbox, file descriptor limit)",
-                )?;
+    let (size, warmup) = (load.size, load.warmup);
+    harness::run(
+        label,
+        placement,
+        Security::new(tls)?,
+        stop,
+        warmup,
+        |security| async move {
+            let node = security.router().await?;
             let serving = node
                 .serve(
                     Service::new(SERVICE).unary(METHOD, true, |_ctx, b: Vec<u8>| async move {
@@ -213,78 +157,18 @@ async fn run_pair(
                 )
                 .await
                 .context("cannot serve the bench echo service on the router; this is a bug")?;
-            let addr = node
-                .listen_addr()
-                .context("the bench router has no listen address; this is a bug")?
-                .to_owned();
-            anyhow::Ok((node, serving, addr))
-        }
-        .await;
-        let (node, serving, addr) = match started {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = addr_tx.send(Err(e));
-                return Ok(());
-            }
-        };
-        let _ = addr_tx.send(Ok(addr));
-        let _ = stop_rx.await;
-        drop(serving);
-        node.shutdown().await;
-        Ok(())
-    })?;
-
-    let addr = match tokio::time::timeout(SETUP_WITHIN, addr_rx).await {
-        Ok(Ok(Ok(addr))) => addr,
-        Ok(Ok(Err(e))) => {
-            drop(stop_tx);
-            let _ = server.finish().await;
-            return Err(e);
-        }
-        Ok(Err(_)) => {
-            return Err(server.finish().await.err().unwrap_or_else(|| {
-                anyhow::anyhow!("the bench server side ended before it started; this is a bug")
-            }))
-        }
-        Err(_) => anyhow::bail!(
-            "the bench router did not start within {SETUP_WITHIN:?}; the machine may be \
-             overloaded: retry, or use --pin none"
-        ),
-    };
-
-    let progress = Arc::new(Progress::default());
-    let p = progress.clone();
-    let (size, warmup) = (load.size, load.warmup);
-    let client = spawn_side("client", placement, Side::Client, move || async move {
-        let node = secured(Node::builder(), client_security)
-            .name("bench-client")
-            .connect(&addr)
-            .connect_timeout(Duration::from_secs(10))
-            .start()
-            .await
-            .with_context(|| {
-                format!(
-                    "the bench client could not attach to its router at {addr}; check \
-                     that loopback TCP works here"
-                )
-            })?;
-        let r = drive(&node, size, warmup, stop, inflight, &p).await;
-        node.shutdown().await;
-        r
-    })?;
-    let measured = report::with_progress(
-        &format!("meshwire bench {label}"),
-        &progress,
-        stop,
-        warmup,
-        client.finish(),
+            let mut up = ServerUp::router(node)?;
+            up.keep.push(Box::new(serving));
+            Ok(up)
+        },
+        move |security, addr, progress| async move {
+            let node = security.client("client", &addr).await?;
+            let r = drive(&node, size, warmup, stop, inflight, &progress).await;
+            node.shutdown().await;
+            r
+        },
     )
-    .await;
-    drop(stop_tx);
-    let served = server.finish().await;
-    let measured = measured?;
-    served?;
-    Ok(measured)
+    .await
 }
 
 /// The client side: discover the service, warm up, measure.
