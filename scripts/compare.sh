@@ -159,7 +159,7 @@ for pin in pins:
                 # A workload this meshwire does not have fails the same way
                 # each time: one try says so.
                 skip.add(key)
-            m = RATE if metric(r, RATE) is not None else P50
+            m = P50 if "latency" in r.get("workload", "") else RATE
             print("compare.sh: [pin %s, round %d/3, %3.0f s] %-36s %s" % (
                 pin, rnd + 1, time.monotonic() - started, key,
                 r.get("error") or fmt(metric(r, m), m) + (" µs p50" if m == P50 else "/s")),
