@@ -7,13 +7,13 @@
 //!  scripts/compare.sh ──> target/release/meshwire bench <workload> --json
 //!                    └──> compare <peer-workload> --json   (this program)
 //!                                 │
-//!        tcp.rs    raw TCP ping-pong, blocking and tokio (the floor)
-//!        zmq.rs    ZeroMQ REQ/REP latency, PUSH/PULL throughput
-//!        nats.rs   nats-server + async-nats request/reply, pub -> sub
-//!        tarpc.rs  tarpc echo over TCP (bincode), serial and in flight
-//!        tonic.rs  tonic unary echo (HTTP/2), serial and in flight
-//!        pin.rs    --pin same|split|none, pinned side threads
-//!        report.rs HDR latencies, loops, the JSON object
+//!        tcp.rs        raw TCP ping-pong, blocking and tokio (the floor)
+//!        zmq_peer.rs   ZeroMQ REQ/REP latency, PUSH/PULL throughput
+//!        nats.rs       nats-server + async-nats request/reply, pub -> sub
+//!        tarpc_peer.rs tarpc echo over TCP (bincode), serial and in flight
+//!        tonic_peer.rs tonic unary echo (HTTP/2), serial and in flight
+//!        pin.rs        --pin same|split|none, pinned side threads
+//!        report.rs     HDR latencies, loops, the JSON object
 //! ```
 //!
 //! Every side runs on its own pinned OS thread (async peers on a
