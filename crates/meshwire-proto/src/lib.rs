@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod collections;
 pub mod routing;
 pub mod session;
 pub mod wire;

@@ -33,7 +33,7 @@ mod trie;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use crate::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 use std::ops::ControlFlow;
@@ -62,7 +62,7 @@ impl<T> SubscriptionTable<T> {
     pub fn new() -> Self {
         Self {
             trie: Trie::new(),
-            by_who: HashMap::new(),
+            by_who: HashMap::default(),
             len: 0,
         }
     }

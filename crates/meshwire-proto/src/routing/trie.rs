@@ -6,7 +6,7 @@
 //! recursion or an explicit stack (so a 30 000-token pattern from a peer
 //! cannot overflow the stack), and dropping the table is flat.
 
-use std::collections::{HashMap, HashSet};
+use crate::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::ops::ControlFlow;
 
@@ -26,8 +26,8 @@ pub(super) struct Subscribers<T> {
 impl<T> Default for Subscribers<T> {
     fn default() -> Self {
         Self {
-            plain: HashSet::new(),
-            groups: HashMap::new(),
+            plain: HashSet::default(),
+            groups: HashMap::default(),
         }
     }
 }
@@ -43,7 +43,7 @@ impl<T: Eq + Hash> Subscribers<T> {
             Some(g) => match self.groups.get_mut(g) {
                 Some(members) => members.insert(who),
                 None => {
-                    self.groups.insert(g.clone(), HashSet::from([who]));
+                    self.groups.insert(g.clone(), HashSet::from_iter([who]));
                     true
                 }
             },
@@ -101,7 +101,7 @@ impl<T> Node<T> {
         Self {
             parent,
             token,
-            literal: HashMap::new(),
+            literal: HashMap::default(),
             star: None,
             exact: Subscribers::default(),
             tail: Subscribers::default(),

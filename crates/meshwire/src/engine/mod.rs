@@ -26,10 +26,11 @@ use crate::transport::secure::LinkTls;
 use crate::transport::{Addr, Listener};
 use crate::Error;
 use bytes::Bytes;
+use meshwire_proto::collections::{HashMap, HashSet};
 use meshwire_proto::routing::{Matches, SubscriptionTable};
 use meshwire_proto::session::{Event, Session};
 use meshwire_proto::wire::{CloseCode, Lane, Message as Wire, NodeId, Role, Subject};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -379,32 +380,32 @@ pub(crate) async fn start(spec: Spec) -> Result<Started, Error> {
         link_tx: link_tx.clone(),
         conn_ids: conn_ids.clone(),
         tls: spec.tls.clone(),
-        conns: HashMap::new(),
-        peers: HashMap::new(),
-        peer_by_key: HashMap::new(),
+        conns: HashMap::default(),
+        peers: HashMap::default(),
+        peer_by_key: HashMap::default(),
         next_peer: 1,
         work: Vec::new(),
         local_subs: SubscriptionTable::new(),
         remote: SubscriptionTable::new(),
-        interest: HashMap::new(),
+        interest: HashMap::default(),
         m_local: Matches::new(),
         m_remote: Matches::new(),
         fwd: Vec::new(),
         rr: 0,
-        congested: HashSet::new(),
+        congested: HashSet::default(),
         frozen: false,
         routers_frozen: false,
-        dialing: HashSet::new(),
+        dialing: HashSet::default(),
         linked: Default::default(),
         last_link_error: None,
-        self_addrs: HashSet::new(),
-        known_routers: HashMap::new(),
+        self_addrs: HashSet::default(),
+        known_routers: HashMap::default(),
         upstream_addrs: up_tx,
-        user_subs: HashMap::new(),
+        user_subs: HashMap::default(),
         next_sid: 1,
         inbox_prefix: format!("_INBOX.{}", spec.id),
         inbox_sid: None,
-        requests: HashMap::new(),
+        requests: HashMap::default(),
         next_request: 1,
         blocked: VecDeque::new(),
         held: VecDeque::new(),
@@ -677,7 +678,7 @@ impl Engine {
                 rules: None,
                 dial_addr: None,
                 acks: [VecDeque::new(), VecDeque::new()],
-                subs: HashMap::new(),
+                subs: HashMap::default(),
                 congested_since: None,
                 queued: false,
             },
