@@ -99,6 +99,19 @@ impl std::str::FromStr for NodeId {
 /// Checks that `s` is a literal subject (no wildcards, no empty tokens, no
 /// whitespace) without allocating; what routers apply to every publication.
 pub fn check_literal(s: &str) -> Result<(), SubjectError> {
+    // Every publish is checked (by the publisher and by its router): a
+    // byte scan settles the usual ASCII subject without splitting it or
+    // decoding chars; anything it does not pass takes the full check
+    // below, which also names the error.
+    if plainly_literal(s.as_bytes()) {
+        return Ok(());
+    }
+    check_literal_in_full(s)
+}
+
+/// [`check_literal`] without the fast path: splits into tokens and checks
+/// each char; names what is wrong.
+fn check_literal_in_full(s: &str) -> Result<(), SubjectError> {
     if s.is_empty() {
         return Err(SubjectError::Empty);
     }
@@ -111,6 +124,24 @@ pub fn check_literal(s: &str) -> Result<(), SubjectError> {
         }
     }
     Ok(())
+}
+
+/// True for a non-empty ASCII subject whose tokens are non-empty and hold
+/// no space, control character or wildcard: exactly the ASCII subjects
+/// [`check_literal`] accepts (for ASCII, `char::is_whitespace` and
+/// `is_control` are space and the control bytes).
+fn plainly_literal(b: &[u8]) -> bool {
+    let mut token_start = true;
+    for &c in b {
+        match c {
+            b'.' if token_start => return false,
+            b'.' => token_start = true,
+            b'*' | b'>' | b' ' | 0x80.. => return false,
+            c if c.is_ascii_control() => return false,
+            _ => token_start = false,
+        }
+    }
+    !b.is_empty() && !token_start
 }
 
 /// A subject (topic, pattern, reply inbox or group name): non-empty UTF-8
@@ -244,6 +275,26 @@ impl fmt::Debug for Subject {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The byte scan agrees with the full check on every ASCII
+        /// string, and never passes a string the full check refuses.
+        #[test]
+        fn the_fast_literal_check_agrees_with_the_full_one(
+            s in "[a-z.*> \\t\\x00\\x7fé]{0,12}",
+        ) {
+            let fast = super::plainly_literal(s.as_bytes());
+            let full = super::check_literal_in_full(&s).is_ok();
+            if s.is_ascii() {
+                prop_assert_eq!(fast, full, "{:?}", s);
+            } else {
+                prop_assert!(!fast || full, "{:?}", s);
+            }
+            prop_assert_eq!(super::check_literal(&s).is_ok(), full);
+        }
+    }
+
     use super::*;
 
     #[test]
