@@ -590,10 +590,7 @@ fn dial_failure(error: Option<&LinkError>) -> String {
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            Some(tls) => {
-                crate::security::HandshakeError::from_io(std::io::Error::new(e.kind(), tls.clone()))
-                    .to_string()
-            }
+            Some(tls) => crate::security::HandshakeError::from_tls(tls).to_string(),
             None => format!("connection lost during the handshake: {e}"),
         },
         Some(LinkError::Decode(e)) => e.to_string(),

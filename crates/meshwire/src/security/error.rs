@@ -157,12 +157,17 @@ impl HandshakeError {
     /// `io::Error` wrapping a `rustls::Error`; our verifiers put a
     /// [`Refusal`] inside that, so we dig it back out.
     pub(crate) fn from_io(e: io::Error) -> Self {
-        let Some(tls) = e
+        match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        else {
-            return HandshakeError::Io(e);
-        };
+        {
+            Some(tls) => Self::from_tls(tls),
+            None => HandshakeError::Io(e),
+        }
+    }
+
+    /// Classifies a TLS failure (ours, or the peer's alert).
+    pub(crate) fn from_tls(tls: &rustls::Error) -> Self {
         use rustls::{CertificateError, Error as E, InvalidMessage};
         match tls {
             E::InvalidCertificate(CertificateError::Other(other)) => {

@@ -391,12 +391,6 @@ pub(crate) async fn pubsub_throughput(
     tls: bool,
 ) -> anyhow::Result<Outcome> {
     let how = a.stream.publishing();
-    let Publishing {
-        size,
-        warmup,
-        stop,
-        best_effort,
-    } = how;
     let subs = a.subs;
     let arrivals = Arc::new(Arrivals::default());
     let arr = arrivals.clone();
@@ -404,8 +398,8 @@ pub(crate) async fn pubsub_throughput(
         workload,
         placement,
         Security::new(tls)?,
-        stop,
-        warmup,
+        how.stop,
+        how.warmup,
         |security| async move { ServerUp::router(security.router().await?) },
         move |security, addr, progress| async move {
             let warm = Arc::new(AtomicU64::new(0));
@@ -441,18 +435,12 @@ pub(crate) async fn pubsub_throughput(
     .await?;
     throughput_outcome(
         workload,
-        format!(
-            "{workload}: {size}-byte messages, publisher → router → {subs} \
-             subscriber(s), {} on 127.0.0.1",
-            delivery(best_effort)
-        ),
+        &format!("publisher → router → {subs} subscriber(s)"),
         placement,
         tls,
-        size,
-        best_effort,
+        how,
         subs,
-        published,
-        publish_time,
+        (published, publish_time),
         &arrivals,
     )
 }
@@ -463,12 +451,6 @@ pub(crate) async fn stream_throughput(
     tls: bool,
 ) -> anyhow::Result<Outcome> {
     let how = a.publishing();
-    let Publishing {
-        size,
-        warmup,
-        stop,
-        best_effort,
-    } = how;
     let arrivals = Arc::new(Arrivals::default());
     // The receiver runs on the server side; the client side tells it how
     // many measured messages to expect, and how many warm-ups it saw.
@@ -480,8 +462,8 @@ pub(crate) async fn stream_throughput(
         "stream-throughput",
         placement,
         Security::new(tls)?,
-        stop,
-        warmup,
+        how.stop,
+        how.warmup,
         move |security| async move {
             let router = security.router().await?;
             let sub = router.subscribe(TOPIC).await?;
@@ -517,18 +499,12 @@ pub(crate) async fn stream_throughput(
     .await?;
     throughput_outcome(
         "stream-throughput",
-        format!(
-            "stream-throughput: {size}-byte messages, publisher → router over one direct link, \
-             {} on 127.0.0.1",
-            delivery(best_effort)
-        ),
+        "publisher → router over one direct link",
         placement,
         tls,
-        size,
-        best_effort,
+        how,
         1,
-        published,
-        publish_time,
+        (published, publish_time),
         &arrivals,
     )
 }
@@ -541,19 +517,27 @@ fn delivery(best_effort: bool) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one row of the result table each
+/// The result of a one-way workload: `how` messages went along `path` to
+/// `subs` subscribers; the publisher had `published` owned by the mesh
+/// after `publish_time`.
+#[allow(clippy::too_many_arguments)] // the run's settings and what it measured
 fn throughput_outcome(
     workload: &'static str,
-    title: String,
+    path: &str,
     placement: &Placement,
     tls: bool,
-    size: usize,
-    best_effort: bool,
+    how: Publishing,
     subs: u32,
-    published: u64,
-    publish_time: Duration,
+    (published, publish_time): (u64, Duration),
     arrivals: &Arrivals,
 ) -> anyhow::Result<Outcome> {
+    let Publishing {
+        size, best_effort, ..
+    } = how;
+    let title = format!(
+        "{workload}: {size}-byte messages, {path}, {} on 127.0.0.1",
+        delivery(best_effort)
+    );
     let delivered = arrivals.delivered.load(Ordering::Relaxed);
     let duplicates = arrivals.duplicates.load(Ordering::Relaxed);
     if duplicates > 0 {
@@ -599,7 +583,7 @@ fn throughput_outcome(
         ),
     ];
     Ok(Outcome {
-        json: serde_json::to_string(&out)?,
+        json: serde_json::to_value(&out)?,
         title,
         rows,
     })

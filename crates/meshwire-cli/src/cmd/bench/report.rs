@@ -123,7 +123,7 @@ impl Header {
 #[derive(Debug)]
 pub(crate) struct Outcome {
     /// The one JSON object (`--json`).
-    pub(crate) json: String,
+    pub(crate) json: serde_json::Value,
     /// The table's first line.
     pub(crate) title: String,
     /// The table: label, value.
@@ -149,14 +149,13 @@ pub(crate) fn print(out: &Outcome, json: bool) -> anyhow::Result<()> {
 /// One workload run with TLS and with `--insecure`, and what TLS cost:
 /// latency percentiles and the rate, side by side, with the differences.
 pub(crate) fn tls_cost(secure: &Outcome, plain: &Outcome) -> anyhow::Result<Outcome> {
-    let s: serde_json::Value = serde_json::from_str(&secure.json)?;
-    let p: serde_json::Value = serde_json::from_str(&plain.json)?;
+    let (s, p) = (&secure.json, &plain.json);
     let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_f64);
     let pct = |a: f64, b: f64| round1(if b == 0.0 { 0.0 } else { (a - b) / b * 100.0 });
     let mut cost = serde_json::Map::new();
     let mut rows = Vec::new();
     for (key, label) in [("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")] {
-        if let (Some(a), Some(b)) = (num(&s, key), num(&p, key)) {
+        if let (Some(a), Some(b)) = (num(s, key), num(p, key)) {
             cost.insert(key.to_owned(), round1(a - b).into());
             cost.insert(format!("{key}_pct"), pct(a, b).into());
             rows.push((
@@ -170,7 +169,7 @@ pub(crate) fn tls_cost(secure: &Outcome, plain: &Outcome) -> anyhow::Result<Outc
         }
     }
     for key in ["calls_per_sec", "msgs_per_sec"] {
-        if let (Some(a), Some(b)) = (num(&s, key), num(&p, key)) {
+        if let (Some(a), Some(b)) = (num(s, key), num(p, key)) {
             cost.insert(format!("{key}_pct"), pct(a, b).into());
             rows.push((
                 key.replace("_per_sec", "/s"),
@@ -183,16 +182,10 @@ pub(crate) fn tls_cost(secure: &Outcome, plain: &Outcome) -> anyhow::Result<Outc
             ));
         }
     }
-    rows.insert(
-        0,
-        (
-            "pin".to_owned(),
-            s.get("pin")
-                .and_then(|v| v.as_str())
-                .unwrap_or("?")
-                .to_owned(),
-        ),
-    );
+    // Both runs had the same placement; say it as the runs' tables do.
+    if let Some(pin) = secure.rows.iter().find(|(label, _)| label == "pin") {
+        rows.insert(0, pin.clone());
+    }
     let json = serde_json::json!({
         "workload": s.get("workload"),
         "comparison": "tls-vs-insecure",
@@ -202,7 +195,7 @@ pub(crate) fn tls_cost(secure: &Outcome, plain: &Outcome) -> anyhow::Result<Outc
         "cost": cost,
     });
     Ok(Outcome {
-        json: json.to_string(),
+        json,
         title: format!(
             "{} — the cost of TLS (mutual TLS 1.3 vs --insecure)",
             secure.title
@@ -248,7 +241,7 @@ pub(crate) fn serial_outcome(
     ];
     rows.extend(percentiles.rows());
     Ok(Outcome {
-        json: serde_json::Value::Object(json).to_string(),
+        json: serde_json::Value::Object(json),
         title,
         rows,
     })

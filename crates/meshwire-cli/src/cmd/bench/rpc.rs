@@ -115,7 +115,7 @@ pub(crate) async fn throughput(
     ];
     rows.extend(out.lat.rows());
     Ok(Outcome {
-        json: serde_json::to_string(&out)?,
+        json: serde_json::to_value(&out)?,
         title: format!(
             "rpc-throughput: {}-byte echo RPC, {} in flight, over TCP on 127.0.0.1",
             a.load.size, a.inflight

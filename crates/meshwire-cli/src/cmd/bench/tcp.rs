@@ -100,7 +100,7 @@ pub(crate) async fn latency(a: &LatencyArgs, placement: &Placement) -> anyhow::R
     ];
     rows.extend(out.lat.rows());
     Ok(Outcome {
-        json: serde_json::to_string(&out)?,
+        json: serde_json::to_value(&out)?,
         title: format!(
             "tcp-latency: serial {size}-byte ping-pong over raw tokio TCP on 127.0.0.1 (the floor)"
         ),
