@@ -480,3 +480,50 @@ async fn a_stream_from_a_vanished_instance_ends_with_an_error() {
         t.elapsed()
     );
 }
+
+/// A unary call that got its reply sends nothing more: only calls given up
+/// before their reply send a Cancel. (Every call used to send one, which
+/// doubled the messages of serial RPC.)
+#[tokio::test]
+async fn a_completed_call_sends_no_cancel() {
+    let (router, server, caller) = mesh().await;
+    let svc = Service::new("quiet").unary("echo", true, |_ctx: Context, n: u64| async move {
+        Ok::<_, String>(n)
+    });
+    let _serving = server.serve(svc).await.unwrap();
+    // Everything sent to any instance of the service passes the router.
+    let mut tap = router.subscribe("_RPC.quiet.>").await.unwrap();
+    let client = Client::builder(&caller, "quiet").build().await.unwrap();
+    wait_instances(&client, 1).await;
+    const CALLS: u64 = 20;
+    for i in 0..CALLS {
+        let r: u64 = client.call::<_, u64, String>("echo", i).await.unwrap();
+        assert_eq!(r, i);
+    }
+    // Messages from one publisher arrive in order: this one marks the end
+    // of what the tap must see.
+    caller
+        .publish(format!("_RPC.quiet.{}", server.id()), "end")
+        .await
+        .unwrap();
+    let (mut calls, mut others) = (0, 0);
+    loop {
+        let m = tokio::time::timeout(WAIT, tap.recv())
+            .await
+            .expect("the tap saw the end marker")
+            .expect("tap open");
+        if m.payload() == "end" {
+            break;
+        }
+        if m.reply_to().is_some() {
+            calls += 1;
+        } else {
+            others += 1;
+        }
+    }
+    assert_eq!(calls, CALLS, "every call passed the tap");
+    assert_eq!(
+        others, 0,
+        "no Cancel (or anything else) after completed calls"
+    );
+}

@@ -197,6 +197,12 @@ impl Subject {
     /// A literal subject for publishing: tokens separated by `.`, no
     /// wildcards, no whitespace.
     pub fn literal(s: &str) -> Result<Self, SubjectError> {
+        // Every publish, request and reply builds one (callgrind: ~2 000
+        // instructions each by the full check below, 14% of a serial RPC):
+        // the byte scan settles the usual ASCII subject at once.
+        if s.len() <= Self::DEFAULT_MAX_LEN && plainly_literal(s.as_bytes()) {
+            return Ok(Self(Bytes::copy_from_slice(s.as_bytes())));
+        }
         let subj = Self::pattern(s)?;
         if subj.tokens().any(|t| t == "*" || t == ">") {
             return Err(SubjectError::Wildcard(s.to_owned()));
@@ -292,6 +298,7 @@ mod tests {
                 prop_assert!(!fast || full, "{:?}", s);
             }
             prop_assert_eq!(super::check_literal(&s).is_ok(), full);
+            prop_assert_eq!(super::Subject::literal(&s).is_ok(), full, "{:?}", s);
         }
     }
 

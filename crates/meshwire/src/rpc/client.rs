@@ -550,14 +550,14 @@ impl Client {
                         Ok(Some(Err(e))) => return Attempt::Done(Err(e.into())),
                         Ok(Some(Ok(m))) => m,
                     };
-                    let reply = decode_reply(&inner.service, method, msg.payload());
+                    let decoded = envelope::decode::<ToClient>(msg.payload());
                     // A stream item means a streaming method called as
                     // unary: leave the guard armed so the server stops.
-                    guard.armed = !matches!(
-                        envelope::decode::<ToClient>(msg.payload()),
-                        Ok(ToClient::Item { .. })
-                    );
-                    return Attempt::Done(reply);
+                    // Any other reply ends the call on the server by itself,
+                    // so nothing more is sent (the guard used to stay armed
+                    // here, and every unary call cost a Cancel message).
+                    guard.armed = matches!(decoded, Ok(ToClient::Item { .. }));
+                    return Attempt::Done(reply_from(&inner.service, method, decoded));
                 }
                 c = gone.changed() => {
                     if c.is_err() || !inner.has(&id) {
@@ -569,12 +569,12 @@ impl Client {
     }
 }
 
-fn decode_reply(
+fn reply_from<E: std::fmt::Display>(
     service: &str,
     method: &str,
-    payload: &[u8],
+    decoded: Result<ToClient, E>,
 ) -> Result<(Vec<u8>, Metadata), RpcError<Vec<u8>>> {
-    match envelope::decode::<ToClient>(payload) {
+    match decoded {
         Ok(ToClient::Ok { metadata, body }) => Ok((body, metadata.into_iter().collect())),
         Ok(ToClient::Err {
             status,

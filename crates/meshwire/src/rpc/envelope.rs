@@ -124,7 +124,16 @@ pub(crate) fn check_service_name(name: &str) -> Result<(), crate::Error> {
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising these plain structs into a Vec cannot fail.
-    postcard::to_allocvec(v).unwrap_or_default()
+    postcard_vec(v).unwrap_or_default()
+}
+
+/// A small head start for postcard's output: growing from empty one push
+/// at a time reallocated four or five times per call (callgrind: 5% of a
+/// serial RPC's instructions).
+const ENCODE_CAPACITY: usize = 256;
+
+fn postcard_vec<T: Serialize + ?Sized>(v: &T) -> postcard::Result<Vec<u8>> {
+    postcard::to_extend(v, Vec::with_capacity(ENCODE_CAPACITY))
 }
 
 /// Postcard is not self-describing: bytes of another type often decode.
@@ -147,7 +156,7 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
 /// Encodes a body with the call's codec.
 pub(crate) fn encode_body<T: Serialize>(codec: Codec, v: &T) -> Result<Vec<u8>, String> {
     match codec {
-        Codec::Binary => postcard::to_allocvec(v).map_err(|e| e.to_string()),
+        Codec::Binary => postcard_vec(v).map_err(|e| e.to_string()),
         Codec::Json => serde_json::to_vec(v).map_err(|e| e.to_string()),
     }
 }
