@@ -47,6 +47,7 @@
 //! | [`Subscription`], [`Message`] | what you receive |
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
+//! | [`state`] | shared state: [`state::raft`] is the storage and state machine of the linearizable maps (on openraft) |
 //! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos |
 //! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out), per-NodeId permissions (`NodeBuilder::permissions_file`) |
 //! | [`NodeConfig`], [`StrikeConfig`] | every limit and timer, with defaults (abuse limits: `docs/SECURITY.md`) |
@@ -85,6 +86,7 @@ mod node;
 mod pubsub;
 pub mod rpc;
 pub mod security;
+pub mod state;
 pub mod testkit;
 mod transport;
 
