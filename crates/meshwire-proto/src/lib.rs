@@ -19,6 +19,7 @@
 //! | [`wire`] | frame types, byte layout, the codec and its limits |
 //! | [`session`] | one link session: sequence numbers, acks, retransmission, de-duplication, ordering, credit, heartbeats, resume |
 //! | [`routing`] | the subscription table: `*` and `>` wildcards, queue groups |
+//! | [`crdt`] | eventually consistent replicated maps: hybrid logical clock, LWW map, anti-entropy digests |
 //!
 //! The crate is `#![forbid(unsafe_code)]` and never panics on input that
 //! came off the network: decoding returns [`wire::DecodeError`], protocol
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod collections;
+pub mod crdt;
 pub mod routing;
 pub mod session;
 pub mod wire;
