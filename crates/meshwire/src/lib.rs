@@ -47,7 +47,7 @@
 //! | [`Subscription`], [`Message`] | what you receive |
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
-//! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos |
+//! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos; a linearizability checker for replicated maps |
 //! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out), per-NodeId permissions (`NodeBuilder::permissions_file`) |
 //! | [`NodeConfig`], [`StrikeConfig`] | every limit and timer, with defaults (abuse limits: `docs/SECURITY.md`) |
 //! | `abuse` (private) | the accept-time gate (`Admission`), strikes against ping and reconnect floods |

@@ -1,0 +1,297 @@
+//! [`check`]: splits a history per key, searches each key, checks the
+//! version order across keys, and explains what it finds.
+
+use super::search::{search, KeyHistory, Meter, Search, Stuck};
+use super::{History, KvOutcome, Operation, ShowBytes};
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+/// How much work [`check`] may do before it answers
+/// [`CheckResult::Unknown`]. Both limits apply; a `Duration` converts to a
+/// budget of that much time and any number of steps.
+///
+/// A step is one move of the search. The search remembers a little for
+/// every step it takes, so memory grows with steps: bound them for
+/// histories that may be pathological.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Wall-clock time for the whole check; `None`: no limit.
+    pub time: Option<Duration>,
+    /// Search steps for the whole check; `u64::MAX`: no limit.
+    pub steps: u64,
+}
+
+impl Budget {
+    /// At most `steps` search steps, however long they take: the same
+    /// answer on every machine, which is what a test wants.
+    pub fn steps(steps: u64) -> Self {
+        Self { time: None, steps }
+    }
+}
+
+impl From<Duration> for Budget {
+    fn from(time: Duration) -> Self {
+        Self {
+            time: Some(time),
+            steps: u64::MAX,
+        }
+    }
+}
+
+/// The checker's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckResult {
+    /// The history is linearizable.
+    Ok,
+    /// It is not.
+    Violation(Violation),
+    /// The budget ran out before the answer was known.
+    Unknown {
+        /// The key being searched when it ran out (later keys were not
+        /// searched).
+        key: String,
+        /// Steps taken.
+        steps: u64,
+    },
+}
+
+impl CheckResult {
+    /// Whether the history was proved linearizable.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok)
+    }
+
+    /// The violation, if one was found.
+    pub fn violation(&self) -> Option<&Violation> {
+        match self {
+            Self::Violation(violation) => Some(violation),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok => f.write_str("linearizable"),
+            Self::Violation(violation) => violation.fmt(f),
+            Self::Unknown { key, steps } => write!(
+                f,
+                "unknown: the budget ran out after {steps} steps, searching key {key:?}"
+            ),
+        }
+    }
+}
+
+/// Why a history is not linearizable. Operations are named by their
+/// index in [`History::operations`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Violation {
+    /// The first key found with no linearization (for a version-order
+    /// violation across keys: the key of the later write).
+    pub key: String,
+    /// The longest partial linearization of the key's operations found,
+    /// in order. Empty for a version-order violation across keys.
+    pub linearized: Vec<usize>,
+    /// The operations that could not be placed: those that could come
+    /// right after `linearized`, none of which fits (for a version-order
+    /// violation: the two writes out of order).
+    pub unplaced: Vec<usize>,
+    /// The whole story in words, with the operations and the key's state.
+    pub explanation: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.explanation)
+    }
+}
+
+/// Checks whether `history` is linearizable for the map model of
+/// [the module docs](super), within `budget` (a [`Duration`] or a
+/// [`Budget`]).
+///
+/// Keys are searched in the order they first appear in the history; the
+/// first that fails is reported. The cross-key version checks run even
+/// when the budget ran out, since they cost little.
+pub fn check(history: &History, budget: impl Into<Budget>) -> CheckResult {
+    let mut meter = Meter::new(&budget.into());
+    let mut out_of_budget = None;
+    for (key, indices) in split_by_key(history) {
+        let key_history = KeyHistory::new(history, &indices);
+        match search(&key_history, &mut meter) {
+            Search::Linearizable => {}
+            Search::Stuck(stuck) => {
+                return CheckResult::Violation(explain_stuck(history, key, &key_history, stuck))
+            }
+            Search::OutOfBudget => {
+                out_of_budget = Some(key);
+                break;
+            }
+        }
+    }
+    if let Some(violation) = check_version_order(history) {
+        return CheckResult::Violation(violation);
+    }
+    match out_of_budget {
+        Some(key) => CheckResult::Unknown {
+            key: key.to_owned(),
+            steps: meter.taken(),
+        },
+        None => CheckResult::Ok,
+    }
+}
+
+/// The history's operation indices per key, keys in order of first
+/// appearance (so a report names the same key on every run).
+fn split_by_key(history: &History) -> Vec<(&str, Vec<usize>)> {
+    let mut parts: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut part_of: HashMap<&str, usize> = HashMap::new();
+    for (index, operation) in history.operations().iter().enumerate() {
+        let key = operation.op.key();
+        let part = *part_of.entry(key).or_insert_with(|| {
+            parts.push((key, Vec::new()));
+            parts.len() - 1
+        });
+        parts[part].1.push(index);
+    }
+    parts
+}
+
+/// How many operations of a long linearization an explanation shows: the
+/// last ones, where it went wrong.
+const SHOWN_LINEARIZED: usize = 12;
+
+fn explain_stuck(history: &History, key: &str, ops: &KeyHistory<'_>, stuck: Stuck) -> Violation {
+    let show = |local: usize| {
+        let index = ops.indices[local];
+        format!("#{index} {}", history.operations()[index])
+    };
+    let state = stuck.state.describe(|id| ShowBytes(ops.value(id)));
+    let mut text = format!(
+        "key {key:?} is not linearizable: no order of its {} operations fits the model.\n",
+        ops.len()
+    );
+    // Writing to a String cannot fail; the results are ignored.
+    let _ = writeln!(
+        text,
+        "The longest linearization found places {} of them:",
+        stuck.longest.len()
+    );
+    let hidden = stuck.longest.len().saturating_sub(SHOWN_LINEARIZED);
+    if hidden > 0 {
+        let _ = writeln!(text, "  ... {hidden} before these");
+    }
+    for &local in &stuck.longest[hidden..] {
+        let _ = writeln!(text, "  {}", show(local));
+    }
+    let _ = writeln!(text, "after which {state}.");
+    let (next, first_due) = ops.frontier(&stuck.longest);
+    let _ = writeln!(text, "None of the operations that could come next fits:");
+    for &local in &next {
+        let why = match stuck.state.step(ops.op(local)) {
+            Err(rejection) => rejection.to_string(),
+            Ok(_) => "it fits here, but every way on from there fails later".to_owned(),
+        };
+        let _ = writeln!(text, "  {}: {why}", show(local));
+    }
+    if let Some(first_due) = first_due {
+        let index = ops.indices[first_due];
+        if let Some(returned) = history.operations()[index].returned {
+            let _ = write!(
+                text,
+                "and #{index} had to take effect by t{returned}, when it returned."
+            );
+        }
+    }
+    Violation {
+        key: key.to_owned(),
+        linearized: stuck
+            .longest
+            .iter()
+            .map(|&local| ops.indices[local])
+            .collect(),
+        unplaced: next.iter().map(|&local| ops.indices[local]).collect(),
+        explanation: text,
+    }
+}
+
+/// The version a write returned, if it is a write that completed.
+fn written_version(operation: &Operation) -> Option<u64> {
+    match operation.outcome {
+        KvOutcome::Put(version)
+        | KvOutcome::Deleted { version, .. }
+        | KvOutcome::Cas(Ok(version)) => Some(version),
+        _ => None,
+    }
+}
+
+/// Versions are log indices of one log: no two writes share one, and a
+/// write that returned before another was invoked has the lower one.
+fn check_version_order(history: &History) -> Option<Violation> {
+    let ops = history.operations();
+    let mut writes: Vec<(u64, usize)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(index, operation)| Some((written_version(operation)?, index)))
+        .collect();
+    writes.sort_unstable();
+    for pair in writes.windows(2) {
+        let ((version, first), (again, second)) = (pair[0], pair[1]);
+        if version == again {
+            let explanation = format!(
+                "two writes returned version v{version}, which is one log entry:\n  #{first} {}\n  #{second} {}",
+                ops[first], ops[second]
+            );
+            return Some(cross_key_violation(
+                history,
+                second,
+                vec![first, second],
+                explanation,
+            ));
+        }
+    }
+    // Walking up the versions, remember the write invoked last so far: a
+    // higher version that returned before it was invoked is out of order.
+    let mut invoked_last: Option<usize> = None;
+    for &(version, index) in &writes {
+        if let Some(lower) = invoked_last {
+            let returned = ops[index].returned.unwrap_or(u64::MAX);
+            if returned < ops[lower].invoked {
+                let explanation = format!(
+                    "write #{index} took v{version} and returned at t{returned}, before write \
+                     #{lower} was invoked at t{}, yet #{lower} has the lower version: log indices \
+                     are handed out in order.\n  #{index} {}\n  #{lower} {}",
+                    ops[lower].invoked, ops[index], ops[lower]
+                );
+                return Some(cross_key_violation(
+                    history,
+                    lower,
+                    vec![index, lower],
+                    explanation,
+                ));
+            }
+        }
+        if invoked_last.is_none_or(|last| ops[index].invoked > ops[last].invoked) {
+            invoked_last = Some(index);
+        }
+    }
+    None
+}
+
+fn cross_key_violation(
+    history: &History,
+    blamed: usize,
+    unplaced: Vec<usize>,
+    explanation: String,
+) -> Violation {
+    Violation {
+        key: history.operations()[blamed].op.key().to_owned(),
+        linearized: Vec::new(),
+        unplaced,
+        explanation,
+    }
+}
