@@ -65,21 +65,28 @@
 //! Each check is exact for its key: it reports a violation if and only if
 //! no linearization of that key's operations exists.
 //!
-//! Because versions are global log indices, two more facts must hold
-//! across keys, and are checked: no two writes return the same version,
-//! and a write that returned before another was invoked has the lower
-//! version. These are necessary, not sufficient, for one linearization of
-//! the whole map; a history that passes everything may in rare cases
-//! still have no single linearization that orders every key's versions
-//! at once. Everything reported is a real violation.
+//! Because versions are indices of one log, more must hold across keys,
+//! and is checked: no two writes return the same version; a write that
+//! returned before another was invoked has the lower version; and a
+//! version seen on a key (by a read, or a cas's expected or current
+//! version) is not that of a write to another key. These are necessary,
+//! not sufficient, for one linearization of the whole map: a history that
+//! passes everything may in rare cases still have no single linearization
+//! that orders every key's versions at once. Everything reported is a real
+//! violation.
 //!
 //! The search is exponential in the worst case: [`check`] takes a
-//! [`Budget`] and answers [`CheckResult::Unknown`] when it runs out.
+//! [`Budget`] and answers [`CheckResult::Unknown`] when it runs out. It
+//! remembers every (operations done, state) pair it visits, a bitset of
+//! the key's operations each: memory grows with steps times operations
+//! per key, which is small for histories of a few thousand operations per
+//! key.
 //!
 //! One history describes one map: two maps have separate logs, so their
 //! versions are unrelated and would trip the cross-key checks.
 
 mod checker;
+mod log_order;
 mod model;
 mod recorder;
 mod search;

@@ -1,8 +1,9 @@
 //! [`check`]: splits a history per key, searches each key, checks the
 //! version order across keys, and explains what it finds.
 
+use super::log_order::check_log_order;
 use super::search::{search, KeyHistory, Meter, Search, Stuck};
-use super::{History, KvOutcome, Operation, ShowBytes};
+use super::{History, ShowBytes};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use std::time::Duration;
 /// every step it takes, so memory grows with steps: bound them for
 /// histories that may be pathological.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Budget {
     /// Wall-clock time for the whole check; `None`: no limit.
     pub time: Option<Duration>,
@@ -23,6 +25,15 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// At most `time` and at most `steps` search steps, whichever runs out
+    /// first.
+    pub fn new(time: Duration, steps: u64) -> Self {
+        Self {
+            time: Some(time),
+            steps,
+        }
+    }
+
     /// At most `steps` search steps, however long they take: the same
     /// answer on every machine, which is what a test wants.
     pub fn steps(steps: u64) -> Self {
@@ -133,7 +144,7 @@ pub fn check(history: &History, budget: impl Into<Budget>) -> CheckResult {
             }
         }
     }
-    if let Some(violation) = check_version_order(history) {
+    if let Some(violation) = check_log_order(history) {
         return CheckResult::Violation(violation);
     }
     match out_of_budget {
@@ -216,82 +227,5 @@ fn explain_stuck(history: &History, key: &str, ops: &KeyHistory<'_>, stuck: Stuc
             .collect(),
         unplaced: next.iter().map(|&local| ops.indices[local]).collect(),
         explanation: text,
-    }
-}
-
-/// The version a write returned, if it is a write that completed.
-fn written_version(operation: &Operation) -> Option<u64> {
-    match operation.outcome {
-        KvOutcome::Put(version)
-        | KvOutcome::Deleted { version, .. }
-        | KvOutcome::Cas(Ok(version)) => Some(version),
-        _ => None,
-    }
-}
-
-/// Versions are log indices of one log: no two writes share one, and a
-/// write that returned before another was invoked has the lower one.
-fn check_version_order(history: &History) -> Option<Violation> {
-    let ops = history.operations();
-    let mut writes: Vec<(u64, usize)> = ops
-        .iter()
-        .enumerate()
-        .filter_map(|(index, operation)| Some((written_version(operation)?, index)))
-        .collect();
-    writes.sort_unstable();
-    for pair in writes.windows(2) {
-        let ((version, first), (again, second)) = (pair[0], pair[1]);
-        if version == again {
-            let explanation = format!(
-                "two writes returned version v{version}, which is one log entry:\n  #{first} {}\n  #{second} {}",
-                ops[first], ops[second]
-            );
-            return Some(cross_key_violation(
-                history,
-                second,
-                vec![first, second],
-                explanation,
-            ));
-        }
-    }
-    // Walking up the versions, remember the write invoked last so far: a
-    // higher version that returned before it was invoked is out of order.
-    let mut invoked_last: Option<usize> = None;
-    for &(version, index) in &writes {
-        if let Some(lower) = invoked_last {
-            let returned = ops[index].returned.unwrap_or(u64::MAX);
-            if returned < ops[lower].invoked {
-                let explanation = format!(
-                    "write #{index} took v{version} and returned at t{returned}, before write \
-                     #{lower} was invoked at t{}, yet #{lower} has the lower version: log indices \
-                     are handed out in order.\n  #{index} {}\n  #{lower} {}",
-                    ops[lower].invoked, ops[index], ops[lower]
-                );
-                return Some(cross_key_violation(
-                    history,
-                    lower,
-                    vec![index, lower],
-                    explanation,
-                ));
-            }
-        }
-        if invoked_last.is_none_or(|last| ops[index].invoked > ops[last].invoked) {
-            invoked_last = Some(index);
-        }
-    }
-    None
-}
-
-fn cross_key_violation(
-    history: &History,
-    blamed: usize,
-    unplaced: Vec<usize>,
-    explanation: String,
-) -> Violation {
-    Violation {
-        key: history.operations()[blamed].op.key().to_owned(),
-        linearized: Vec::new(),
-        unplaced,
-        explanation,
     }
 }

@@ -418,3 +418,49 @@ fn operations_display_for_explanations() {
         "client 2 cas(\"k\", v2, \"b\") -> unknown [t3..inf, gave up at t9]"
     );
 }
+
+#[test]
+fn a_version_seen_on_one_key_cannot_be_a_write_to_another() {
+    // Per key this is fine: the lost put may have taken effect at v7. But
+    // log entry 7 is the put to "x".
+    let violation = assert_violation(
+        vec![
+            done(1, 0, 1, KvOp::put("x", "a"), KvOutcome::Put(7)),
+            lost(2, 2, KvOp::put("k", "b")),
+            done(3, 5, 6, KvOp::get("k"), got("b", 7)),
+        ],
+        "k",
+    );
+    assert_eq!(violation.unplaced, vec![0, 2]);
+    assert!(
+        violation
+            .explanation
+            .contains("log entry v7 is write #0 to key \"x\""),
+        "{violation}"
+    );
+    assert_violation(
+        vec![
+            done(1, 0, 1, KvOp::put("x", "a"), KvOutcome::Put(7)),
+            lost(2, 2, KvOp::put("k", "b")),
+            done(3, 5, 6, KvOp::cas("k", 7, "c"), KvOutcome::Cas(Ok(9))),
+        ],
+        "k",
+    );
+}
+
+#[test]
+fn a_budget_of_time_or_steps_is_enough_for_a_small_history() {
+    let history = History::new(vec![
+        done(1, 0, 1, KvOp::put("k", "a"), KvOutcome::Put(1)),
+        done(2, 2, 3, KvOp::get("k"), got("a", 1)),
+    ])
+    .unwrap();
+    let generous = std::time::Duration::from_secs(3600);
+    assert_eq!(check(&history, generous), CheckResult::Ok);
+    assert_eq!(check(&history, Budget::new(generous, 100)), CheckResult::Ok);
+    // Two operations take more than one step.
+    assert!(matches!(
+        check(&history, Budget::steps(1)),
+        CheckResult::Unknown { .. }
+    ));
+}
