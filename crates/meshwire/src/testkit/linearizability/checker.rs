@@ -2,8 +2,9 @@
 //! version order across keys, and explains what it finds.
 
 use super::log_order::check_log_order;
+use super::model::KeyState;
 use super::search::{search, KeyHistory, Meter, Search, Stuck};
-use super::{History, ShowBytes};
+use super::{History, KvOutcome, ShowBytes};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
@@ -196,8 +197,21 @@ fn explain_stuck(history: &History, key: &str, ops: &KeyHistory<'_>, stuck: Stuc
     if hidden > 0 {
         let _ = writeln!(text, "  ... {hidden} before these");
     }
-    for &local in &stuck.longest[hidden..] {
-        let _ = writeln!(text, "  {}", show(local));
+    // Replay it to say, for each unknown outcome, what the search took it
+    // to be: an unknown cas may have failed where it stands.
+    let mut replayed = KeyState::ABSENT;
+    for (position, &local) in stuck.longest.iter().enumerate() {
+        let before = replayed;
+        replayed = before.step(ops.op(local)).unwrap_or(before);
+        if position < hidden {
+            continue;
+        }
+        let note = match history.operations()[ops.indices[local]].outcome {
+            KvOutcome::Unknown if replayed == before => " (no effect here)",
+            KvOutcome::Unknown => " (took effect here)",
+            _ => "",
+        };
+        let _ = writeln!(text, "  {}{note}", show(local));
     }
     let _ = writeln!(text, "after which {state}.");
     let (next, first_due) = ops.frontier(&stuck.longest);

@@ -264,6 +264,31 @@ fn unknown_writes_need_log_indices_of_their_own() {
 }
 
 #[test]
+fn the_explanation_says_what_became_of_unknown_outcomes() {
+    let violation = assert_violation(
+        vec![
+            done(1, 0, 1, KvOp::put("k", "old"), KvOutcome::Put(2)),
+            done(1, 4, 9, KvOp::put("k", "new"), KvOutcome::Put(3)),
+            lost(3, 5, KvOp::cas("k", 2, "x")),
+            lost(4, 5, KvOp::put("k", "y")),
+            done(2, 6, 7, KvOp::get("k"), got("new", 3)),
+            done(2, 10, 11, KvOp::get("k"), got("old", 2)),
+        ],
+        "k",
+    );
+    let text = &violation.explanation;
+    assert!(
+        text.contains("cas(\"k\", v2, \"x\") -> unknown [t5..inf] (no effect here)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("put(\"k\", \"y\") -> unknown [t5..inf] (took effect here)"),
+        "{text}"
+    );
+    assert!(text.contains("#5 had to take effect by t11"), "{text}");
+}
+
+#[test]
 fn an_unknown_write_cannot_take_effect_before_it_was_invoked() {
     assert_violation(
         vec![
