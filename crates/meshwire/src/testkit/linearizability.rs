@@ -294,6 +294,16 @@ impl Operation {
         }
     }
 
+    /// The version a write returned, if it is a write that completed.
+    fn written_version(&self) -> Option<u64> {
+        match self.outcome {
+            KvOutcome::Put(version)
+            | KvOutcome::Deleted { version, .. }
+            | KvOutcome::Cas(Ok(version)) => Some(version),
+            _ => None,
+        }
+    }
+
     fn validate(&self, index: usize) -> Result<(), HistoryError> {
         if !self.outcome.answers(&self.op) {
             return Err(HistoryError::OutcomeMismatch {

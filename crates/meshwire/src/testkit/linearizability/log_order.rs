@@ -16,7 +16,7 @@ pub(super) fn check_log_order(history: &History) -> Option<Violation> {
     let mut writes: Vec<(u64, usize)> = ops
         .iter()
         .enumerate()
-        .filter_map(|(index, operation)| Some((written_version(operation)?, index)))
+        .filter_map(|(index, operation)| Some((operation.written_version()?, index)))
         .collect();
     writes.sort_unstable();
     for pair in writes.windows(2) {
@@ -70,16 +70,6 @@ pub(super) fn check_log_order(history: &History) -> Option<Violation> {
         }
     }
     None
-}
-
-/// The version a write returned, if it is a write that completed.
-fn written_version(operation: &Operation) -> Option<u64> {
-    match operation.outcome {
-        KvOutcome::Put(version)
-        | KvOutcome::Deleted { version, .. }
-        | KvOutcome::Cas(Ok(version)) => Some(version),
-        _ => None,
-    }
 }
 
 /// The version a completed operation says its key had (never 0: absent
