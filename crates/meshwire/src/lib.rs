@@ -47,8 +47,8 @@
 //! | [`Subscription`], [`Message`] | what you receive |
 //! | [`rpc`], [`service`] | typed RPC: services, clients, the macro |
 //! | [`balance`] | balancing policies, outlier ejection, retry budgets |
-//! | [`state`] | shared state: [`state::raft`] is the storage and state machine of the linearizable maps (on openraft) |
-//! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos |
+//! | [`state`] | shared state: replicated maps ([`state::SharedMap`]), linearizable (Raft, on openraft) or eventual (CRDT) |
+//! | [`testkit`] | TCP proxies that cut links or damage TLS records on demand, for tests and demos; a linearizability checker for replicated maps |
 //! | [`security`] | Ed25519 identities, trust lists and CAs, mutual TLS 1.3 on every network link (on by default; `NodeBuilder::insecure` to opt out), per-NodeId permissions (`NodeBuilder::permissions_file`) |
 //! | [`NodeConfig`], [`StrikeConfig`] | every limit and timer, with defaults (abuse limits: `docs/SECURITY.md`) |
 //! | `abuse` (private) | the accept-time gate (`Admission`), strikes against ping and reconnect floods |

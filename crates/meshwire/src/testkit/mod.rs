@@ -9,6 +9,12 @@
 //! bit flipped, or a record cut short and the connection closed): an
 //! attacker on the path, for tests that links notice and deliver nothing
 //! altered.
+//!
+//! [`linearizability`] records what concurrent clients did to a replicated
+//! map and checks that the history is linearizable (Wing & Gong's search
+//! with Lowe's memoization, per key, as porcupine does it).
+
+pub mod linearizability;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
