@@ -426,11 +426,11 @@ impl LwwMap {
     fn install(&mut self, entry: DeltaEntry, detach: bool) -> Option<Change> {
         let DeltaEntry { key, stamp, value } = entry;
         let hash = entry_hash(&key, stamp, value.as_deref());
-        if let Some(slot) = self.entries.get(&key) {
-            if (stamp, hash) <= (slot.stamp, slot.hash) {
-                return None;
-            }
-        }
+        let was_live = match self.entries.get(&key) {
+            Some(slot) if (stamp, hash) <= (slot.stamp, slot.hash) => return None,
+            Some(slot) => slot.value.is_some(),
+            None => false,
+        };
         let value = match value {
             Some(v) if detach => Some(Bytes::copy_from_slice(&v)),
             other => other,
@@ -443,29 +443,23 @@ impl LwwMap {
             seq: self.seq,
             value,
         };
-        let new_is_live = new.value.is_some();
         if self.fine.is_empty() {
             self.fine = vec![0; FINE_BUCKETS];
         }
         self.fine[fine_bucket(new.key_hash)] ^= new.hash;
-        let change = new.to_change(&key);
-        let old = self.entries.insert(key, new);
-        let was_live = match &old {
-            Some(old) => {
-                self.fine[fine_bucket(old.key_hash)] ^= old.hash;
-                if old.value.is_none() {
-                    self.tombstones -= 1;
-                }
-                old.value.is_some()
-            }
-            None => false,
-        };
-        if !new_is_live {
+        if new.value.is_none() {
             self.tombstones += 1;
         }
         // A tombstone over nothing visible (absent or deleted) changes
         // nothing a watcher could see.
-        (was_live || new_is_live).then_some(change)
+        let change = (was_live || new.value.is_some()).then(|| new.to_change(&key));
+        if let Some(old) = self.entries.insert(key, new) {
+            self.fine[fine_bucket(old.key_hash)] ^= old.hash;
+            if old.value.is_none() {
+                self.tombstones -= 1;
+            }
+        }
+        change
     }
 
     /// Every entry (tombstones as deletions) under `prefix` whose version
