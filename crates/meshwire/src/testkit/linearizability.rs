@@ -92,6 +92,8 @@ mod recorder;
 mod search;
 
 #[cfg(test)]
+mod oracle_tests;
+#[cfg(test)]
 mod simulation_tests;
 #[cfg(test)]
 mod tests;

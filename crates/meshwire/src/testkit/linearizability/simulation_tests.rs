@@ -36,7 +36,7 @@ enum Fate {
 
 /// One simulated operation.
 #[derive(Debug, Clone, Copy)]
-struct Step {
+pub(super) struct Step {
     key: u8,
     kind: Kind,
     value: u8,
@@ -67,7 +67,7 @@ fn fate_strategy() -> impl Strategy<Value = Fate> {
     ]
 }
 
-fn step_strategy(keys: u8) -> impl Strategy<Value = Step> {
+pub(super) fn step_strategy(keys: u8) -> impl Strategy<Value = Step> {
     (
         0..keys,
         kind_strategy(),
@@ -117,7 +117,7 @@ fn random_steps(rng: &mut SmallRng, count: usize, keys: u8, overlap: u64) -> Vec
 /// Runs `steps` one after another against a correct map; step `i` takes
 /// effect at tick `(i + 1) * SPACING`, inside its interval, so the order
 /// of the steps is a linearization of the history.
-fn simulate(steps: &[Step]) -> History {
+pub(super) fn simulate(steps: &[Step]) -> History {
     let mut map: HashMap<u8, (Vec<u8>, u64)> = HashMap::new();
     let mut log = 0u64;
     let mut operations = Vec::with_capacity(steps.len());
