@@ -49,6 +49,8 @@ enum Command {
     /// Three routers in one process: pub/sub, queue groups, request/reply,
     /// and a link cut mid-stream with nothing lost.
     Demo(cmd::demo::Args),
+    /// Read, write and watch a replicated map (linearizable or eventual).
+    Kv(cmd::kv::Args),
     /// Benchmarks: RPC latency and throughput, with pinning (tables or JSON).
     Bench(cmd::bench::Args),
 }
@@ -101,11 +103,16 @@ fn main() -> ExitCode {
             Command::Call(a) => cmd::call::run(a).await,
             Command::Demo(a) => cmd::demo::run(a).await,
             Command::Bench(a) => cmd::bench::run(a).await,
+            Command::Kv(a) => cmd::kv::run(a).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(exit) = e.downcast_ref::<cmd::Exit>() {
+                eprintln!("meshwire: {}", exit.message);
+                return ExitCode::from(exit.code);
+            }
             eprintln!("meshwire: error: {e:#}");
             // Badly formed arguments are usage errors (2), whether clap or
             // the library noticed; everything else is a runtime failure (1).

@@ -1,6 +1,7 @@
 //! [`Node`] and [`NodeBuilder`]: the public face of the library.
 
 mod reload;
+mod shared;
 
 use crate::config::NodeConfig;
 use crate::engine::{self, Command, Control, Level, ReplySink, Spec, Status};
@@ -54,6 +55,11 @@ struct Inner {
     /// A router's permissions file.
     permissions: Option<Arc<reload::Source>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// A Raft member's seat in the group of linearizable maps.
+    raft: std::sync::OnceLock<Arc<crate::state::group::RaftGroup>>,
+    /// Replicas of eventual maps (started on first use, or at start on a
+    /// router).
+    replicas: tokio::sync::OnceCell<crate::state::eventual::ReplicaHandle>,
 }
 
 /// Configures and starts a [`Node`].
@@ -71,6 +77,7 @@ pub struct NodeBuilder {
     connect_timeout: Option<Duration>,
     security: Security,
     permissions: Option<PathBuf>,
+    raft: bool,
 }
 
 /// What protects the node's links.
@@ -229,6 +236,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Makes this router a member of the Raft group that holds
+    /// linearizable maps ([`Node::shared_map`]). It needs a listen address
+    /// and a [`data_dir`](Self::data_dir) (the Raft log lives in
+    /// `DIR/raft`). Without peers it bootstraps a new group (once: a
+    /// restart finds its log); with peers it asks the group to add it.
+    pub fn raft(mut self) -> Self {
+        self.raft = true;
+        self
+    }
+
     /// Starts the node. A router is ready when this returns; a client has
     /// attached to a router and knows what the router permits it (or this
     /// fails after the connect timeout).
@@ -316,6 +333,21 @@ impl NodeBuilder {
             }
             None => (None, None),
         };
+        let raft_dir =
+            match (self.raft, &self.data_dir) {
+                (false, _) => None,
+                (true, _) if client => return Err(Error::Config(
+                    "only routers (nodes that listen) can be Raft members: add a listen address"
+                        .into(),
+                )),
+                (true, None) => return Err(Error::Config(
+                    "a Raft member needs a data directory for its log: set data_dir (--data DIR)"
+                        .into(),
+                )),
+                (true, Some(dir)) => Some(dir.join("raft")),
+            };
+        let join_group = !self.peers.is_empty();
+        let raft_addr = self.advertise.clone();
         let granted = Arc::new(Granted::default());
         let poll = self.cfg.permissions_poll;
         let started = engine::start(Spec {
@@ -346,8 +378,36 @@ impl NodeBuilder {
                 granted,
                 permissions: source,
                 task: std::sync::Mutex::new(Some(started.task)),
+                raft: std::sync::OnceLock::new(),
+                replicas: tokio::sync::OnceCell::new(),
             }),
         };
+        if let Some(dir) = raft_dir {
+            let addr = raft_addr
+                .or_else(|| node.listen_addr().map(str::to_owned))
+                .unwrap_or_default();
+            match crate::state::group::RaftGroup::start(node.clone(), &dir, addr, join_group).await
+            {
+                Ok(group) => {
+                    let _ = node.inner.raft.set(group);
+                }
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        if !client {
+            // Routers keep replicas of every eventual map they hear of, so
+            // that data outlives the clients that wrote it.
+            if let Err(e) = node.replicas().await {
+                node.shutdown().await;
+                return Err(match e {
+                    crate::state::MapError::Node(e) => e,
+                    other => Error::Config(format!("starting eventual-map replication: {other}")),
+                });
+            }
+        }
         if client {
             let wait = self.connect_timeout.unwrap_or(Duration::from_secs(10));
             if !node.wait_attached(wait).await {
@@ -571,6 +631,12 @@ impl Node {
     /// Stops the node gracefully: no new work, outboxes drained (bounded by
     /// the drain timeout), links closed.
     pub async fn shutdown(&self) {
+        if let Some(group) = self.inner.raft.get() {
+            group.shutdown().await;
+        }
+        if let Some(replicas) = self.inner.replicas.get() {
+            replicas.shutdown();
+        }
         let (tx, rx) = oneshot::channel();
         if self.command(Command::Shutdown { done: tx }).await.is_ok() {
             let _ = rx.await;

@@ -4,6 +4,7 @@ pub(crate) mod bench;
 pub(crate) mod call;
 pub(crate) mod demo;
 pub(crate) mod keygen;
+pub(crate) mod kv;
 pub(crate) mod node;
 pub(crate) mod publish;
 pub(crate) mod reply;
@@ -20,6 +21,15 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
+
+/// An outcome that is not a failure of the tool but has its own exit code
+/// (`kv cas` on a version mismatch: 3); the message goes to stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct Exit {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
 
 /// Options every tool that attaches to a router shares.
 #[derive(clap::Args, Debug, Clone)]

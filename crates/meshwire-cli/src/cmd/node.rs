@@ -56,6 +56,20 @@ pub(crate) struct Args {
     /// inbox are always allowed; RPC subjects follow serve and call.
     #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     permissions: Option<PathBuf>,
+    /// Be a member of the Raft group that holds linearizable maps
+    /// (`meshwire kv`). Needs --data DIR: the Raft log and snapshots live
+    /// in DIR/raft, fsynced before a write is acknowledged. The first
+    /// member, started without --peer, bootstraps the group; members
+    /// started with --peer ask the group to add them, so three commands
+    /// form a three-member group:
+    ///
+    ///   meshwire node --raft --data d1 --listen 127.0.0.1:4701
+    ///   meshwire node --raft --data d2 --listen 127.0.0.1:4702 --peer 127.0.0.1:4701
+    ///   meshwire node --raft --data d3 --listen 127.0.0.1:4703 --peer 127.0.0.1:4701
+    ///
+    /// A restarted member rejoins from its log. See `meshwire kv members`.
+    #[arg(long, requires = "data", verbatim_doc_comment)]
+    raft: bool,
     /// Links are mutually authenticated TLS 1.3: --key FILE (default: DIR/
     /// node.key with --data DIR), --trust FILE or --ca FILE; --insecure for
     /// plaintext.
@@ -178,6 +192,9 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(p) = &a.permissions {
         b = b.permissions_file(p);
+    }
+    if a.raft {
+        b = b.raft();
     }
     let (b, security) = a.security.apply(b, a.data.as_deref())?;
     if let (Security::Tls { node, .. }, false) = (security, a.security.admits_others()) {
