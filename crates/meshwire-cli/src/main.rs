@@ -74,10 +74,12 @@ fn init_logging(filter: Option<&str>, default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 with a usage message on bad arguments
     let default_log = match cli.command {
-        Command::Node(_) => "info",
+        // openraft narrates every vote and replication hiccup at info
+        // and warn; meshwire logs what an operator needs (joins, leaders).
+        Command::Node(_) => "info,openraft=error",
         // The demo narrates what happens; library warnings would be noise.
         Command::Demo(_) => "error",
-        _ => "warn",
+        _ => "warn,openraft=error",
     };
     init_logging(cli.log.as_deref(), default_log);
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -511,7 +511,12 @@ impl Session {
                 }
                 self.stats.delivered += n;
                 self.unacked_recv += 1;
-                if self.unacked_recv >= self.config.ack_every {
+                // A zero delay means "with the next transmit": the driver
+                // transmits once per batch of input, so this is one
+                // cumulative ack per batch, not one per frame. (Arming a
+                // deadline of `now` instead left a lone ack to the driver's
+                // timer, ~1 ms late, and every awaited publish with it.)
+                if self.unacked_recv >= self.config.ack_every || self.config.ack_delay.is_zero() {
                     self.ack_now = true;
                 } else if self.ack_deadline.is_none() {
                     self.ack_deadline = Some(now + self.config.ack_delay);

@@ -177,6 +177,30 @@ fn pair(base: Instant) -> (Session, Session) {
 }
 
 #[test]
+fn a_zero_ack_delay_acks_with_the_next_transmit_without_a_timer() {
+    let t = Instant::now();
+    let (mut a, mut b) = pair_with(
+        SessionConfig {
+            ack_delay: Duration::ZERO,
+            ..config()
+        },
+        t,
+    );
+    for n in 1..=2 {
+        a.send(Lane::Ordered, msg(n));
+    }
+    feed(&mut b, at(t, 1), transmit(&mut a, at(t, 1)));
+    assert_eq!(delivered(&events(&mut b)), on(Lane::Ordered, &[1, 2]));
+    // Nothing to wait for: the driver sees the ack is due and sends it in
+    // the same turn, one cumulative ack for the whole batch.
+    assert!(b.wants_transmit());
+    let frames = transmit(&mut b, at(t, 1));
+    let acks = acks_of(&frames);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].lanes[0].recv_next, 3);
+}
+
+#[test]
 fn in_order_delivery_with_delayed_ack() {
     let t = Instant::now();
     let (mut a, mut b) = pair(t);

@@ -100,6 +100,7 @@ impl RaftGroup {
             reader,
             tasks: Mutex::new(Vec::new()),
         });
+        group.track(tokio::spawn(log_leaders(group.raft.metrics())));
         group
             .serve(&wire::raft_subject(id), None, Self::on_raft)
             .await?;
@@ -462,6 +463,30 @@ impl RaftGroup {
         tracing::info!(raft_id = %format!("{:016x}", self.id), "joined the Raft group");
         if let Err(e) = self.serve_clients().await {
             tracing::warn!("cannot serve map requests: {e}");
+        }
+    }
+}
+
+/// Logs each change of leader (openraft's own logs are turned down in the
+/// CLI: they narrate every vote).
+async fn log_leaders(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<RaftNodeId, Member>>,
+) {
+    let mut last = None;
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if leader != last {
+            match leader {
+                Some(l) => tracing::info!(term, leader = %format!("{l:016x}"), "Raft leader"),
+                None => tracing::info!(term, "Raft group has no leader (election)"),
+            }
+            last = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }
