@@ -49,7 +49,8 @@ enum Command {
     /// Three routers in one process: pub/sub, queue groups, request/reply,
     /// and a link cut mid-stream with nothing lost.
     Demo(cmd::demo::Args),
-    /// Benchmarks: RPC latency and throughput, with pinning (tables or JSON).
+    /// Benchmarks: RPC, messaging, the cost model and the raw TCP floor,
+    /// with pinning (tables or JSON).
     Bench(cmd::bench::Args),
 }
 

@@ -283,6 +283,18 @@ fn bad_arguments_exit_2() {
             &["bench", "rpc-latency", "--insecure", "--vs-insecure"],
             "cannot be used with",
         ),
+        (&["bench", "model", "--nodes", "1..4"], "--nodes 2..8"),
+        (&["bench", "model", "--nodes", "2..33"], "--nodes 2..8"),
+        (&["bench", "model", "--nodes", "6..3"], "--nodes 2..8"),
+        (&["bench", "model", "--rounds", "0"], "--rounds 200"),
+        (
+            &["bench", "model", "--plot", "/no/such/dir/x.svg"],
+            "does not exist",
+        ),
+        (
+            &["bench", "model", "--vs-insecure", "--plot", "x.svg"],
+            "--vs-insecure",
+        ),
     ];
     for (args, expect) in cases {
         let done = run(args, LIMIT);
@@ -450,33 +462,4 @@ fn model_prints_one_json_object_and_plots() {
             .any(|t| t.contains("pin none") && t.contains("TLS on")),
         "the title names the pinning and TLS: {texts:?}"
     );
-}
-
-/// model's own usage errors.
-#[test]
-fn model_bad_arguments_exit_2() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["bench", "model", "--nodes", "1..4"], "--nodes 2..8"),
-        (&["bench", "model", "--nodes", "2..33"], "--nodes 2..8"),
-        (&["bench", "model", "--nodes", "6..3"], "--nodes 2..8"),
-        (&["bench", "model", "--rounds", "0"], "--rounds 200"),
-        (
-            &["bench", "model", "--plot", "/no/such/dir/x.svg"],
-            "does not exist",
-        ),
-        (
-            &["bench", "model", "--vs-insecure", "--plot", "x.svg"],
-            "--vs-insecure",
-        ),
-    ];
-    for (args, expect) in cases {
-        let done = run(args, LIMIT);
-        done.assert_code(2);
-        assert!(
-            done.stderr.contains(expect),
-            "meshwire {}: stderr should mention {expect:?}:\n{}",
-            args.join(" "),
-            done.stderr
-        );
-    }
 }

@@ -18,73 +18,60 @@ const ALL_TO_ALL_LIGHT: RGBColor = RGBColor(120, 170, 220);
 const RPC: RGBColor = RGBColor(230, 110, 0);
 const RPC_LIGHT: RGBColor = RGBColor(250, 175, 100);
 
-/// One line of the chart.
-struct Line {
-    label: &'static str,
-    color: RGBColor,
-    how: Stroke,
-    points: Vec<(i32, f64)>,
-}
-
+/// How a line is drawn.
 #[derive(Clone, Copy)]
 enum Stroke {
+    /// Dashed: what the model predicts.
     Model,
+    /// Thick, with a dot per point: serial rounds, as measured.
     Serial,
+    /// Thin: everything in flight, as measured.
     Pipelined,
 }
 
 /// The chart as an SVG document, titled `title`.
 pub(super) fn svg(rows: &[Row], title: &str) -> anyhow::Result<String> {
-    let pick = |f: fn(&Row) -> f64| -> Vec<(i32, f64)> {
-        rows.iter()
-            .map(|r| (i32::try_from(r.n).unwrap_or(i32::MAX), f(r)))
-            .collect()
-    };
-    let lines = [
-        Line {
-            label: "all-to-all, model n(n-1)/2·(ts+tr+tp)",
-            color: ALL_TO_ALL,
-            how: Stroke::Model,
-            points: pick(|r| r.all_to_all.model_us),
-        },
-        Line {
-            label: "all-to-all, measured serial (p50)",
-            color: ALL_TO_ALL,
-            how: Stroke::Serial,
-            points: pick(|r| r.all_to_all.measured_p50_us),
-        },
-        Line {
-            label: "all-to-all, measured all in flight (p50)",
-            color: ALL_TO_ALL_LIGHT,
-            how: Stroke::Pipelined,
-            points: pick(|r| r.all_to_all.pipelined_p50_us),
-        },
-        Line {
-            label: "RPC, model n·(ts+tr+tp)",
-            color: RPC,
-            how: Stroke::Model,
-            points: pick(|r| r.rpc.model_us),
-        },
-        Line {
-            label: "RPC, measured serial (p50)",
-            color: RPC,
-            how: Stroke::Serial,
-            points: pick(|r| r.rpc.measured_p50_us),
-        },
-        Line {
-            label: "RPC, measured all in flight (p50)",
-            color: RPC_LIGHT,
-            how: Stroke::Pipelined,
-            points: pick(|r| r.rpc.pipelined_p50_us),
-        },
+    // label, colour, stroke, value: one line of the chart each.
+    type Value = fn(&Row) -> f64;
+    let series: [(&str, RGBColor, Stroke, Value); 6] = [
+        (
+            "all-to-all, model n(n-1)/2·(ts+tr+tp)",
+            ALL_TO_ALL,
+            Stroke::Model,
+            |r| r.all_to_all.model_us,
+        ),
+        (
+            "all-to-all, measured serial (p50)",
+            ALL_TO_ALL,
+            Stroke::Serial,
+            |r| r.all_to_all.measured_p50_us,
+        ),
+        (
+            "all-to-all, measured all in flight (p50)",
+            ALL_TO_ALL_LIGHT,
+            Stroke::Pipelined,
+            |r| r.all_to_all.pipelined_p50_us,
+        ),
+        ("RPC, model n·(ts+tr+tp)", RPC, Stroke::Model, |r| {
+            r.rpc.model_us
+        }),
+        ("RPC, measured serial (p50)", RPC, Stroke::Serial, |r| {
+            r.rpc.measured_p50_us
+        }),
+        (
+            "RPC, measured all in flight (p50)",
+            RPC_LIGHT,
+            Stroke::Pipelined,
+            |r| r.rpc.pipelined_p50_us,
+        ),
     ];
     let (first, last) = match (rows.first(), rows.last()) {
         (Some(a), Some(b)) => (a.n as i32, b.n as i32),
         _ => anyhow::bail!("nothing to plot: no node count was measured"),
     };
-    let top = lines
+    let top = series
         .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .flat_map(|s| rows.iter().map(s.3))
         .fold(0.0f64, f64::max)
         .max(1.0)
         * 1.08;
@@ -112,27 +99,27 @@ pub(super) fn svg(rows: &[Row], title: &str) -> anyhow::Result<String> {
             .axis_desc_style(("sans-serif", 16))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for line in lines {
-            let width = if matches!(line.how, Stroke::Serial) {
-                3
-            } else {
-                2
-            };
-            let style = line.color.stroke_width(width);
-            match line.how {
+        for (label, color, how, value) in series {
+            let points: Vec<(i32, f64)> = rows
+                .iter()
+                .map(|r| (i32::try_from(r.n).unwrap_or(i32::MAX), value(r)))
+                .collect();
+            let width = if matches!(how, Stroke::Serial) { 3 } else { 2 };
+            let style = color.stroke_width(width);
+            match how {
                 Stroke::Model => chart
-                    .draw_series(DashedLineSeries::new(line.points, 8, 6, style))?
-                    .label(line.label)
+                    .draw_series(DashedLineSeries::new(points, 8, 6, style))?
+                    .label(label)
                     .legend(move |(x, y)| {
                         DashedPathElement::new(vec![(x, y), (x + 24, y)], 8, 6, style)
                     }),
                 Stroke::Serial => chart
-                    .draw_series(LineSeries::new(line.points, style).point_size(4))?
-                    .label(line.label)
+                    .draw_series(LineSeries::new(points, style).point_size(4))?
+                    .label(label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style)),
                 Stroke::Pipelined => chart
-                    .draw_series(LineSeries::new(line.points, style))?
-                    .label(line.label)
+                    .draw_series(LineSeries::new(points, style))?
+                    .label(label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style)),
             };
         }
