@@ -51,7 +51,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Read, write and watch a replicated map (linearizable or eventual).
     Kv(cmd::kv::Args),
-    /// Benchmarks: RPC latency and throughput, with pinning (tables or JSON).
+    /// Benchmarks: RPC, messaging, shared maps, the cost model and the raw
+    /// TCP floor, with pinning (tables or JSON).
     Bench(cmd::bench::Args),
 }
 

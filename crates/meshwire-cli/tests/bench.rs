@@ -283,6 +283,18 @@ fn bad_arguments_exit_2() {
             &["bench", "rpc-latency", "--insecure", "--vs-insecure"],
             "cannot be used with",
         ),
+        (&["bench", "model", "--nodes", "1..4"], "--nodes 2..8"),
+        (&["bench", "model", "--nodes", "2..33"], "--nodes 2..8"),
+        (&["bench", "model", "--nodes", "6..3"], "--nodes 2..8"),
+        (&["bench", "model", "--rounds", "0"], "--rounds 200"),
+        (
+            &["bench", "model", "--plot", "/no/such/dir/x.svg"],
+            "does not exist",
+        ),
+        (
+            &["bench", "model", "--vs-insecure", "--plot", "x.svg"],
+            "--vs-insecure",
+        ),
     ];
     for (args, expect) in cases {
         let done = run(args, LIMIT);
@@ -353,4 +365,101 @@ fn throughput_workloads_print_one_json_object() {
             "{m:?}"
         );
     }
+}
+
+/// model: the parts of an exchange, one row per n with the model and the
+/// measurement side by side, and the plot as a well-formed SVG with a line
+/// and a legend entry per series.
+#[test]
+fn model_prints_one_json_object_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("model.svg");
+    let svg_arg = svg_path.to_str().unwrap();
+    let m = bench_json(&[
+        "bench", "model", "--nodes", "2..3", "--rounds", "5", "--warmup", "1", "--json", "--pin",
+        "none", "--plot", svg_arg,
+    ]);
+    check_header(&m, "model", true);
+    check_latency(&m);
+    assert_eq!((num(&m, "nodes_from"), num(&m, "nodes_to")), (2.0, 3.0));
+    assert_eq!(num(&m, "rounds"), 5.0, "{m:?}");
+    let (ts, tr, tp) = (num(&m, "ts_us"), num(&m, "tr_us"), num(&m, "tp_us"));
+    assert!(ts >= 0.0 && tr > 0.0 && tp >= 0.0, "{m:?}");
+    // The parts are consecutive on one clock: their sum is one exchange.
+    let one = num(&m, "model_exchange_us");
+    assert!((one - (ts + tr + tp)).abs() < 0.05, "{m:?}");
+    assert!(num(&m, "exchange_us") > 0.0 && num(&m, "publish_acked_us") > 0.0);
+    let Some(Value::Array(rows)) = m.get("rows") else {
+        panic!("no rows in {m:?}");
+    };
+    assert_eq!(rows.len(), 2, "one row per n: {rows:?}");
+    for (row, n) in rows.iter().zip([2.0, 3.0]) {
+        let Value::Object(row) = row else {
+            panic!("row {row:?} is not an object");
+        };
+        assert_eq!(num(row, "n"), n);
+        assert_eq!(num(row, "exchanges"), n * (n - 1.0) / 2.0);
+        assert_eq!(num(row, "calls"), n);
+        for (kind, interactions) in [("all_to_all", n * (n - 1.0) / 2.0), ("rpc", n)] {
+            let Some(Value::Object(v)) = row.get(kind) else {
+                panic!("no {kind:?} in {row:?}");
+            };
+            let model = num(v, "model_us");
+            assert!(
+                (model - interactions * one).abs() <= 0.05 * interactions + 0.1,
+                "{kind} model {model} should be {interactions}·{one}: {v:?}"
+            );
+            let (p50, p99) = (num(v, "measured_p50_us"), num(v, "measured_p99_us"));
+            assert!(p50 > 0.0 && p50 <= p99, "{kind}: {v:?}");
+            assert!(num(v, "pipelined_p50_us") > 0.0, "{kind}: {v:?}");
+            assert!(num(v, "ratio") > 0.0, "{kind}: {v:?}");
+        }
+    }
+    assert_eq!(m["plot"], svg_arg, "{m:?}");
+
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        svg.starts_with("<svg"),
+        "not an SVG: {}",
+        &svg[..svg.len().min(200)]
+    );
+    let doc = roxmltree::Document::parse(&svg)
+        .unwrap_or_else(|e| panic!("the plot is not well-formed XML: {e}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let count = |tag: &str| {
+        doc.descendants()
+            .filter(|n| n.tag_name().name() == tag)
+            .count()
+    };
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    let series = [
+        "all-to-all, model n(n-1)/2·(ts+tr+tp)",
+        "all-to-all, measured serial (p50)",
+        "all-to-all, measured all in flight (p50)",
+        "RPC, model n·(ts+tr+tp)",
+        "RPC, measured serial (p50)",
+        "RPC, measured all in flight (p50)",
+    ];
+    for label in series {
+        assert!(
+            texts.iter().any(|t| t.trim() == label),
+            "legend lacks {label:?}: {texts:?}"
+        );
+    }
+    // A line per series and a legend sample per series (dashed ones are
+    // drawn as many short lines), a dot per measured serial point.
+    assert!(count("polyline") >= 2 * series.len(), "too few lines");
+    assert_eq!(count("circle"), 2 * rows.len(), "a dot per measured point");
+    for axis in ["n (nodes)", "T per round (µs)"] {
+        assert!(
+            texts.iter().any(|t| t.trim() == axis),
+            "no axis label {axis:?}"
+        );
+    }
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("pin none") && t.contains("TLS on")),
+        "the title names the pinning and TLS: {texts:?}"
+    );
 }

@@ -14,10 +14,12 @@
 //! Layout, so that the other workloads of issue 5 slot in: [`pin`] plans
 //! and runs the pinned sides, [`report`] turns histograms into tables, JSON
 //! and the progress line, and each family of workloads has its own module
-//! ([`rpc`], and [`tcp`] for the floor).
+//! ([`rpc`], [`messaging`], [`model`] for the textbook cost model, and
+//! [`tcp`] for the floor).
 
 mod harness;
 mod messaging;
+mod model;
 mod pin;
 mod report;
 mod rpc;
@@ -104,7 +106,7 @@ impl Load {
     }
 }
 
-/// The benchmarks. Issue 5 adds `model` here.
+/// The benchmarks.
 #[derive(clap::Subcommand, Debug)]
 enum Workload {
     /// Serial echo RPC: one call at a time; latency percentiles.
@@ -125,6 +127,10 @@ enum Workload {
     StreamThroughput(messaging::StreamArgs),
     /// The floor: serial raw TCP ping-pong, no meshwire in the path.
     TcpLatency(tcp::LatencyArgs),
+    /// The textbook cost model: measures ts, tr, tp of one exchange, then
+    /// all-to-all (n(n−1)/2 exchanges) and RPC (n calls) rounds for each
+    /// n of --nodes, against T = n(n−1)/2·(ts+tr+tp) and n·(ts+tr+tp).
+    Model(model::ModelArgs),
 }
 
 /// Payloads above this do not fit one message with the RPC envelope.
@@ -184,6 +190,9 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         )
         .into());
     }
+    if let Workload::Model(m) = &a.workload {
+        m.check(a.common.vs_insecure)?;
+    }
     let placement = pin::plan(a.common.pin);
     if let Some(note) = &placement.note {
         eprintln!("meshwire: warning: {note}");
@@ -213,5 +222,6 @@ async fn run_workload(
         Workload::Fanout(w) => messaging::pubsub_throughput("fanout", w, placement, tls).await,
         Workload::StreamThroughput(w) => messaging::stream_throughput(w, placement, tls).await,
         Workload::TcpLatency(w) => tcp::latency(w, placement).await,
+        Workload::Model(w) => model::run(w, placement, tls).await,
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Latencies in nanoseconds, up to a minute, 3 significant digits.
@@ -35,6 +36,12 @@ impl Latencies {
 
     pub(crate) fn count(&self) -> u64 {
         self.hist.len()
+    }
+
+    /// The value at quantile `q` (0.5 = median) in µs, not rounded: for
+    /// parts well below a microsecond.
+    pub(crate) fn quantile_us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// The percentiles every latency result reports.
@@ -276,6 +283,8 @@ pub(crate) fn rate(x: f64) -> String {
 pub(crate) struct Progress {
     phase: AtomicU8,
     done: AtomicU64,
+    /// What one tick counts, when it is not a call (see [`Progress::unit`]).
+    unit: OnceLock<&'static str>,
 }
 
 /// The phases of a run, as [`Progress`] shows them.
@@ -300,6 +309,12 @@ impl Progress {
             _ => Phase::Measuring,
         };
         (phase, self.done.load(Ordering::Relaxed))
+    }
+
+    /// Names what one tick counts ("rounds"), for the progress line; calls
+    /// unless said otherwise. The first name given stays.
+    pub(crate) fn unit(&self, unit: &'static str) {
+        let _ = self.unit.set(unit);
     }
 
     /// One more operation done in the current phase.
@@ -330,6 +345,8 @@ pub(crate) async fn with_progress<T>(
             out = &mut fut => break out,
             _ = tick.tick() => {
                 let (phase, done) = progress.load();
+                // Read each time: the client side names it once it runs.
+                let unit = progress.unit.get().copied().unwrap_or("calls");
                 if phase == Phase::Measuring && measuring_since.is_none() {
                     measuring_since = Some(Instant::now());
                 }
@@ -341,10 +358,10 @@ pub(crate) async fn with_progress<T>(
                     Phase::Warmup => (format!("warm-up {done}/{warmup}"),
                           Some(done as f64 / warmup.max(1) as f64)),
                     Phase::Measuring => match stop {
-                        Stop::Count(n) => (format!("{done}/{n} calls"), Some(done as f64 / n as f64)),
+                        Stop::Count(n) => (format!("{done}/{n} {unit}"), Some(done as f64 / n as f64)),
                         Stop::After(d) => {
                             let t = measuring_since.map_or(Duration::ZERO, |s| s.elapsed());
-                            (format!("{done} calls, {:.1}/{:.1} s", t.as_secs_f64(), d.as_secs_f64()),
+                            (format!("{done} {unit}, {:.1}/{:.1} s", t.as_secs_f64(), d.as_secs_f64()),
                              Some(t.as_secs_f64() / d.as_secs_f64()))
                         }
                     },
