@@ -48,6 +48,8 @@ mod log_store;
 pub mod sim_network;
 mod snapshot_store;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use std::path::Path;
