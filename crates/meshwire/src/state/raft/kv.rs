@@ -187,6 +187,9 @@ pub(super) fn applied_index(log_id: Option<LogId<RaftNodeId>>) -> u64 {
     log_id.map_or(0, |id| id.index)
 }
 
+/// One key of a [`KvReader::list`]: the key, its value, its version.
+pub type Listed = (String, Vec<u8>, u64);
+
 /// A cheap, cloneable read handle on the replicated maps of this member.
 ///
 /// Reads see the state this member has applied, which may trail the
@@ -223,15 +226,7 @@ impl KvReader {
     /// Every key of `map` starting with `prefix` (in key order) with its
     /// value and version, and the log index this listing reflects (pass it
     /// to [`changes_after`](Self::changes_after) to follow on).
-    #[allow(
-        clippy::type_complexity,
-        reason = "the shape is the contract the integrator asked for"
-    )]
-    pub fn list(
-        &self,
-        map: &str,
-        prefix: &str,
-    ) -> Result<(Vec<(String, Vec<u8>, u64)>, u64), ReadError> {
+    pub fn list(&self, map: &str, prefix: &str) -> Result<(Vec<Listed>, u64), ReadError> {
         let state = read_lock(&self.state);
         let entries = state
             .maps
