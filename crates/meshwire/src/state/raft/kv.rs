@@ -26,7 +26,6 @@ pub(super) struct HistoryLimits {
 
 /// The state machine's state: the maps, where in the log they are, the
 /// membership, and the recent changes.
-#[derive(Debug)]
 pub(super) struct KvState {
     pub(super) maps: Maps,
     pub(super) last_applied: Option<LogId<RaftNodeId>>,
@@ -174,6 +173,18 @@ impl KvState {
 
     fn applied_index(&self) -> u64 {
         applied_index(self.last_applied)
+    }
+}
+
+impl std::fmt::Debug for KvState {
+    // A summary: the maps themselves may be gigabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvState")
+            .field("maps", &self.maps.len())
+            .field("last_applied", &self.last_applied)
+            .field("history", &self.history.len())
+            .field("history_floor", &self.history_floor)
+            .finish_non_exhaustive()
     }
 }
 
