@@ -26,7 +26,6 @@ pub(super) struct HistoryLimits {
 
 /// The state machine's state: the maps, where in the log they are, the
 /// membership, and the recent changes.
-#[derive(Debug)]
 pub(super) struct KvState {
     pub(super) maps: Maps,
     pub(super) last_applied: Option<LogId<RaftNodeId>>,
@@ -177,6 +176,18 @@ impl KvState {
     }
 }
 
+impl std::fmt::Debug for KvState {
+    // A summary: the maps themselves may be gigabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvState")
+            .field("maps", &self.maps.len())
+            .field("last_applied", &self.last_applied)
+            .field("history", &self.history.len())
+            .field("history_floor", &self.history_floor)
+            .finish_non_exhaustive()
+    }
+}
+
 fn change_bytes(change: &Change) -> usize {
     change.map.len() + change.key.len() + change.value.as_ref().map_or(0, Vec::len)
 }
@@ -186,6 +197,9 @@ fn change_bytes(change: &Change) -> usize {
 pub(super) fn applied_index(log_id: Option<LogId<RaftNodeId>>) -> u64 {
     log_id.map_or(0, |id| id.index)
 }
+
+/// One key of a [`KvReader::list`]: the key, its value, its version.
+pub type Listed = (String, Vec<u8>, u64);
 
 /// A cheap, cloneable read handle on the replicated maps of this member.
 ///
@@ -223,15 +237,7 @@ impl KvReader {
     /// Every key of `map` starting with `prefix` (in key order) with its
     /// value and version, and the log index this listing reflects (pass it
     /// to [`changes_after`](Self::changes_after) to follow on).
-    #[allow(
-        clippy::type_complexity,
-        reason = "the shape is the contract the integrator asked for"
-    )]
-    pub fn list(
-        &self,
-        map: &str,
-        prefix: &str,
-    ) -> Result<(Vec<(String, Vec<u8>, u64)>, u64), ReadError> {
+    pub fn list(&self, map: &str, prefix: &str) -> Result<(Vec<Listed>, u64), ReadError> {
         let state = read_lock(&self.state);
         let entries = state
             .maps

@@ -1,5 +1,5 @@
 //! Raft storage and the replicated key-value state machine behind
-//! meshwire's linearizable maps, on [openraft](openraft) 0.9.
+//! meshwire's linearizable maps, on [`openraft`] 0.9.
 //!
 //! One Raft group runs on the routers and holds every linearizable map.
 //! This module is its storage half; the network (openraft RPCs over
@@ -48,6 +48,8 @@ mod log_store;
 pub mod sim_network;
 mod snapshot_store;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use std::path::Path;
@@ -56,7 +58,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 
 pub use error::{Corruption, ReadError, StoreError};
-pub use kv::KvReader;
+pub use kv::{KvReader, Listed};
 pub use log_store::{LogReader, LogStore};
 pub use state_machine::{SnapshotBuilder, StateMachineStore};
 pub use types::{
@@ -142,7 +144,12 @@ fn open_blocking(
 /// 100 ms, elections after 400–800 ms of silence (several lost heartbeats,
 /// so one slow link does not depose a leader), a snapshot every 10 000
 /// log entries (bounding both the log on disk and the entries kept in
-/// memory).
+/// memory), snapshot chunks of 512 KiB.
+///
+/// A network carrying these RPCs over size-limited messages should answer
+/// an `AppendEntries` that does not fit with `RPCError::PayloadTooLarge`
+/// (openraft then sends fewer entries); one entry with a 1 MiB value does
+/// not fit a default 1 MiB meshwire payload on its own.
 pub fn raft_config() -> openraft::Config {
     openraft::Config {
         cluster_name: "meshwire".to_owned(),
@@ -153,6 +160,9 @@ pub fn raft_config() -> openraft::Config {
         // Keep some entries after a snapshot so a follower slightly behind
         // catches up from the log rather than with a whole snapshot.
         max_in_snapshot_log_to_keep: 1_000,
+        // Snapshot chunks travel as meshwire messages: half the default
+        // 1 MiB payload limit leaves room for the envelope.
+        snapshot_max_chunk_size: 512 * 1024,
         ..openraft::Config::default()
     }
 }

@@ -164,9 +164,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })?;
         let snapshots = Arc::clone(&self.snapshots);
         let saved_meta = meta.clone();
-        blocking(move || snapshots.save_blocking(&saved_meta, &data))
+        let saved = blocking(move || snapshots.save_blocking(&saved_meta, &data))
             .await
             .map_err(|e| snapshot_error(Some(meta), e))?;
+        if !saved {
+            // openraft installs only snapshots newer than what was applied,
+            // and every snapshot kept is of applied state: a bug, and
+            // installing would leave the state older than its snapshot.
+            let reason = "received snapshot is older than the current one";
+            return Err(snapshot_error(Some(meta), reason));
+        }
         let applied = {
             let mut state = write_lock(&self.state);
             state.restore(maps, meta.last_log_id, meta.last_membership.clone());

@@ -44,10 +44,21 @@ type StorageResult<T> = Result<T, StorageError<RaftNodeId>>;
 
 /// The entries between the purge point and the end of the log, shared by
 /// the store and its readers.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct LogCache {
     purged: Option<LogId<RaftNodeId>>,
     entries: VecDeque<Entry<TypeConfig>>,
+}
+
+impl Debug for LogCache {
+    // A summary: the entries themselves may be megabytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogCache")
+            .field("purged", &self.purged)
+            .field("first", &self.first_index())
+            .field("last", &self.last_log_id())
+            .finish()
+    }
 }
 
 impl LogCache {

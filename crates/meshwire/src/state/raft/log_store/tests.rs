@@ -148,6 +148,35 @@ async fn truncation_replaces_a_conflicting_suffix_across_segments() -> TestResul
 }
 
 #[tokio::test]
+async fn a_truncation_interrupted_after_removing_later_segments_leaves_a_prefix() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let mut log = open(dir.path(), SMALL)?;
+        for i in 1..=6 {
+            log.blocking_append(entries(1, i..=i)).await?;
+        }
+    }
+    // Truncating from 3 removes the newest segments first; a crash after
+    // two of them went leaves 1..=4 on disk: shorter, but without a hole.
+    let mut segments = segment_files(dir.path());
+    for _ in 0..2 {
+        fs::remove_file(segments.pop().ok_or("too few segments")?)?;
+    }
+    let mut log = open(dir.path(), SMALL)?;
+    assert_eq!(
+        all(&mut log).await?,
+        (1..=4).map(|i| log_id(1, i)).collect::<Vec<_>>()
+    );
+    log.truncate(log_id(1, 3)).await?;
+    log.blocking_append(entries(2, 3..=3)).await?;
+    assert_eq!(
+        all(&mut log).await?,
+        vec![log_id(1, 1), log_id(1, 2), log_id(2, 3)]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn purge_deletes_whole_segments_and_survives_a_reopen() -> TestResult {
     let dir = tempfile::tempdir()?;
     {
