@@ -463,3 +463,42 @@ fn model_prints_one_json_object_and_plots() {
         "the title names the pinning and TLS: {texts:?}"
     );
 }
+
+#[test]
+fn kv_prints_one_json_object_for_both_modes() {
+    let m = bench_json(&[
+        "bench",
+        "kv",
+        "--pin",
+        "none",
+        "--json",
+        "--ops",
+        "20",
+        "--warmup",
+        "5",
+        "--seconds",
+        "0.2",
+        "--inflight",
+        "4",
+    ]);
+    check_header(&m, "kv", true);
+    assert_eq!(num(&m, "members"), 3.0);
+    let results = m["results"].as_array().expect("results array");
+    assert_eq!(
+        results.len(),
+        8,
+        "2 modes × put/get × serial/in flight: {m:?}"
+    );
+    for r in results {
+        let r = r.as_object().unwrap();
+        assert!(matches!(
+            r["consistency"].as_str(),
+            Some("linearizable" | "eventual")
+        ));
+        assert!(matches!(r["op"].as_str(), Some("put" | "get")));
+        assert!(num(r, "ops") >= 1.0 && num(r, "ops_per_sec") > 0.0, "{r:?}");
+        check_latency(r);
+    }
+    // The common schema: the linearizable serial put.
+    assert!(num(&m, "p50_us") > 0.0);
+}

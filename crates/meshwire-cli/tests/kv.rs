@@ -49,7 +49,10 @@ fn wait_for_group(addr: &str, n: usize) -> String {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "no group of {n} voters with a leader within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no group of {n} voters with a leader within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -113,6 +116,12 @@ fn a_killed_leader_loses_no_acknowledged_write_and_cas_has_one_winner() {
     leader.kill();
     let unknown: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
     let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "leader {leader_name} killed after {} writes began: {} of {} writes acknowledged, {unknown} not",
+        6,
+        acked.len(),
+        2 * WRITES
+    );
     assert!(
         acked.len() >= WRITES,
         "most writes should be acknowledged despite the failover ({} of {}, {unknown} unknown)",
@@ -159,17 +168,20 @@ fn a_killed_leader_loses_no_acknowledged_write_and_cas_has_one_winner() {
                     let v: Value = serde_json::from_str(got.stdout_text().trim()).unwrap();
                     let version = v["version"].as_u64().unwrap().to_string();
                     barrier.wait();
-                    let out = kv(&addrs, &["cas", "counter", &version, &format!("{r}.{round}")]);
+                    let out = kv(
+                        &addrs,
+                        &["cas", "counter", &version, &format!("{r}.{round}")],
+                    );
                     results.push((version, out.code()));
                 }
                 results
             })
         })
         .collect();
-    let results: Vec<Vec<(String, Option<i32>)>> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let results: Vec<Vec<(String, Option<i32>)>> =
+        racers.into_iter().map(|r| r.join().unwrap()).collect();
     let mut wins = 0;
-    for round in 0..rounds {
-        let (a, b) = (&results[0][round], &results[1][round]);
+    for (round, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
         let won = [a, b].iter().filter(|(_, code)| *code == Some(0)).count();
         assert!(
             won <= 1 || a.0 != b.0,
@@ -181,7 +193,11 @@ fn a_killed_leader_loses_no_acknowledged_write_and_cas_has_one_winner() {
         }
         wins += won;
     }
-    assert!(wins >= rounds, "each round has a winner ({wins} wins in {rounds} rounds)");
+    assert!(
+        wins >= rounds,
+        "each round has a winner ({wins} wins in {rounds} rounds)"
+    );
+    eprintln!("cas: {wins} winners in {rounds} rounds of two racers");
 }
 
 #[test]
@@ -196,8 +212,13 @@ fn bad_input_gives_typed_errors_and_writes_nothing() {
     let control = kv(&addr, &["put", "bad\u{7}key", "1"]);
     control.assert_code(2);
     let big = "x".repeat(300 * 1024);
-    let too_big = kv(&addr, &["put", "big", &big]);
-    too_big.assert_code(2);
+    let too_big = support::run_with_stdin(
+        &["kv", "--connect", addr[0], "put", "big", "-"],
+        big.as_bytes(),
+        LIMIT,
+    );
+    assert_eq!(too_big.code(), Some(2), "{}", too_big.stderr);
+    assert!(too_big.stderr.contains("limit"), "{}", too_big.stderr);
     let bad_map = kv(&addr, &["--map", "no spaces", "get", "k"]);
     bad_map.assert_code(2);
     let got = kv(&addr, &["get", "big"]);

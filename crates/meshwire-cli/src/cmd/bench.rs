@@ -18,6 +18,7 @@
 //! [`tcp`] for the floor).
 
 mod harness;
+mod kv;
 mod messaging;
 mod model;
 mod pin;
@@ -131,6 +132,10 @@ enum Workload {
     /// all-to-all (n(n−1)/2 exchanges) and RPC (n calls) rounds for each
     /// n of --nodes, against T = n(n−1)/2·(ts+tr+tp) and n·(ts+tr+tp).
     Model(model::ModelArgs),
+    /// Shared maps on a three-member Raft group (and eventual replicas):
+    /// put and get latency, serial and with --inflight outstanding, for
+    /// both consistency modes.
+    Kv(kv::KvArgs),
 }
 
 /// Payloads above this do not fit one message with the RPC envelope.
@@ -223,5 +228,6 @@ async fn run_workload(
         Workload::StreamThroughput(w) => messaging::stream_throughput(w, placement, tls).await,
         Workload::TcpLatency(w) => tcp::latency(w, placement).await,
         Workload::Model(w) => model::run(w, placement, tls).await,
+        Workload::Kv(w) => kv::run(w, placement, tls).await,
     }
 }

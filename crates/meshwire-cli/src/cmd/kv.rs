@@ -19,7 +19,9 @@ use std::time::Duration;
 /// node keeps a replica of.
 ///
 /// VALUE is JSON when it parses as JSON (`42`, `{"a":1}`, `"text"`), and a
-/// JSON string otherwise (`hello` is stored as "hello").
+/// JSON string otherwise (`hello` is stored as "hello"); `-` reads it from
+/// stdin (for values larger than a command line allows). Values are at
+/// most 256 KiB of JSON.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
   meshwire kv -c 127.0.0.1:4701 put config/mode fast         # prints the new version
@@ -44,8 +46,9 @@ pub(crate) struct Args {
     /// Use an eventually consistent (CRDT) map instead of a linearizable one.
     #[arg(long, global = true)]
     eventual: bool,
-    /// Milliseconds to wait for the Raft group.
-    #[arg(long, value_name = "MS", default_value_t = 5000, global = true)]
+    /// Milliseconds to wait for the Raft group (retrying through leader
+    /// elections and member failures meanwhile).
+    #[arg(long, value_name = "MS", default_value_t = 10_000, global = true)]
     timeout: u64,
     #[command(subcommand)]
     op: Op,
@@ -163,7 +166,7 @@ async fn execute(node: &Node, a: &Args, consistency: Consistency) -> anyhow::Res
         Op::Put { key, value } => {
             let version = open()
                 .await?
-                .put(key, &parse_value(value))
+                .put(key, &parse_value(&value_text(value)?))
                 .await
                 .map_err(explain)?;
             writeln!(out, "{version}")?;
@@ -182,7 +185,7 @@ async fn execute(node: &Node, a: &Args, consistency: Consistency) -> anyhow::Res
         } => {
             let map = open().await?;
             match map
-                .compare_and_swap(key, *expected_version, &parse_value(value))
+                .compare_and_swap(key, *expected_version, &parse_value(&value_text(value)?))
                 .await
                 .map_err(explain)?
             {
@@ -278,6 +281,20 @@ async fn execute(node: &Node, a: &Args, consistency: Consistency) -> anyhow::Res
 }
 
 /// JSON when it parses, a JSON string otherwise.
+/// VALUE as given, or stdin for `-` (without one trailing newline).
+fn value_text(value: &str) -> anyhow::Result<String> {
+    if value != "-" {
+        return Ok(value.to_owned());
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| UsageError(format!("VALUE '-' reads stdin, which failed: {e}")))?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(text)
+}
+
 fn parse_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }

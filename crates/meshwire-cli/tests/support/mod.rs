@@ -97,7 +97,9 @@ pub(crate) fn command(args: &[&str]) -> Command {
 }
 
 /// Subcommands that take `--key`/`--trust`.
-const SECURED: &[&str] = &["node", "pub", "sub", "request", "reply", "serve", "call", "kv"];
+const SECURED: &[&str] = &[
+    "node", "pub", "sub", "request", "reply", "serve", "call", "kv",
+];
 
 /// ARGS with credentials from the [`keyring`] added, as [`command`] says.
 pub(crate) fn with_credentials(args: &[&str]) -> Vec<String> {

@@ -27,8 +27,10 @@ pub struct MapConfig {
 impl MapConfig {
     /// Keys up to 1 KiB: the same bound as subjects.
     pub const DEFAULT_MAX_KEY_LEN: usize = 1024;
-    /// Values up to 1 MiB: the payload a frame carries by default.
-    pub const DEFAULT_MAX_VALUE_LEN: usize = 1024 * 1024;
+    /// Values up to 256 KiB: a delta with its key and stamp then fits one
+    /// mesh message (1 MiB by default) several times over; the same bound
+    /// as linearizable maps.
+    pub const DEFAULT_MAX_VALUE_LEN: usize = 256 * 1024;
 
     /// The key limit in force (the setting, capped by the codec).
     fn key_limit(&self) -> usize {

@@ -238,6 +238,30 @@ impl Engine {
         self.touch(idx);
     }
 
+    /// Which member of a queue group takes a message: round robin over
+    /// `local` (this node and its clients) then `routers`, skipping members
+    /// whose link is down while any other is up. A message for a member
+    /// that is away waits for it (its session is kept for reconnection), so
+    /// picking one while others could answer stalled requests for the whole
+    /// retention window after a router died. With every member away, the
+    /// round-robin pick waits for its return.
+    fn pick_member(&self, local: &[(u64, u64)], routers: &[u64]) -> usize {
+        let total = local.len() + routers.len();
+        let start = self.rr % total;
+        let up = |i: usize| {
+            let idx = if i < local.len() {
+                local[i].0
+            } else {
+                routers[i - local.len()]
+            };
+            idx == SELF || self.peers.get(&idx).is_some_and(|p| p.session.is_up())
+        };
+        (0..total)
+            .map(|k| (start + k) % total)
+            .find(|&i| up(i))
+            .unwrap_or(start)
+    }
+
     /// Routes a publication entering at this router.
     pub(crate) fn route(
         &mut self,
@@ -280,7 +304,7 @@ impl Engine {
                 break;
             };
             self.rr = self.rr.wrapping_add(1);
-            let pick = self.rr % (local.len() + routers.len());
+            let pick = self.pick_member(local, routers);
             if pick < local.len() {
                 let (p, sid) = local[pick];
                 self.deliver(now, p, sid, level, &subject, &reply_to, &payload);

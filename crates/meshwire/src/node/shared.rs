@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 
-/// How long map calls wait for the Raft group by default.
-const MAP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long map calls wait for the Raft group by default: room for a
+/// leader election (under a second) and a few retries.
+const MAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Opens the replicated map `name`, creating it if it does not exist

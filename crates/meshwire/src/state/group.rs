@@ -35,8 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// How long a member waits for the leader it forwards to.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a member waits for the leader it forwards to: shorter than a
+/// client's attempt, so that a leader that died gets the client a verdict
+/// (and a retry) rather than a silence.
+const FORWARD_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a joining member waits for each `Join` (the leader answers once
 /// the newcomer has caught up with the log).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -451,7 +453,9 @@ impl RaftGroup {
                 Err(Error::Closed) => return,
                 Err(e) => e.to_string(),
             };
-            if attempts % 10 == 1 {
+            // The first tries usually race the mesh forming: say nothing
+            // until it has taken a while.
+            if attempts % 10 == 5 {
                 tracing::warn!(
                     "not yet a member of the Raft group ({why}); retrying — check that a peer \
                      runs with --raft"

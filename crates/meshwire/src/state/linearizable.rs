@@ -2,11 +2,13 @@
 //! its request to `_KV.req`, one member of the Raft group takes it and, if
 //! it does not lead, forwards it to the leader.
 //!
-//! Retries are only made where nothing can have been applied: no member
-//! answered (`NoResponders`), or the group said it has no leader. A write
-//! whose reply is lost fails with [`MapError::Indeterminate`] rather than
-//! being sent again, because a second copy of a put or a cas could apply
-//! twice.
+//! Every write carries a random request id ([`Command::Once`]): the state
+//! machine applies a request once and answers a second copy with the first
+//! answer. So a write whose reply is lost (a member or the leader died, the
+//! forward timed out) is simply sent again until the call's timeout, and a
+//! failover costs a pause instead of an error. Only when the timeout ends
+//! with a copy unanswered does the call fail with
+//! [`MapError::Indeterminate`].
 
 use super::raft::{Change, Command, CommandResult};
 use super::wire::{self, Failure, GroupInfo, KvEnvelope, KvReply, KvRequest};
@@ -22,8 +24,10 @@ pub(crate) struct GroupClient {
     timeout: Duration,
 }
 
-/// The longest one read attempt waits before it is tried again.
-const READ_ATTEMPT: Duration = Duration::from_secs(2);
+/// The longest one attempt waits before it is sent again (to whichever
+/// member takes it next). Longer than a member's forward to the leader, so
+/// a member's own verdict usually arrives first.
+const ATTEMPT: Duration = Duration::from_millis(2500);
 
 impl GroupClient {
     pub(crate) fn new(node: Node, timeout: Duration) -> Self {
@@ -41,6 +45,10 @@ impl GroupClient {
         // checks again when it applies).
         cmd.validate()
             .map_err(|e| MapError::Invalid(e.to_string()))?;
+        let cmd = Command::Once {
+            id: rand::random(),
+            command: Box::new(cmd),
+        };
         match self.call(KvRequest::Write(cmd), true).await? {
             KvReply::Written(CommandResult::UnknownMap { map }) => {
                 Err(MapError::UnknownMap { map })
@@ -126,42 +134,54 @@ impl GroupClient {
         }
     }
 
-    /// Sends `request` to the group, retrying while nothing can have been
-    /// applied, until the client's timeout.
+    /// Sends `request` to the group until it is answered or the client's
+    /// timeout passes. `write`: the request may be applied by an attempt
+    /// whose answer is lost (safe to repeat: writes are deduplicated,
+    /// membership changes check first).
     async fn call(&self, request: KvRequest, write: bool) -> Result<KvReply, MapError> {
         let started = Instant::now();
         let deadline = started + self.timeout;
         let bytes = wire::encode(&KvEnvelope { hops: 0, request });
         let mut pause = Duration::from_millis(20);
+        // Whether some attempt may have been applied without our hearing.
+        let mut unanswered = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(MapError::Timeout(self.timeout));
-            }
-            let attempt = if write { left } else { left.min(READ_ATTEMPT) };
-            let retry_why = match self
-                .node
-                .request(wire::REQUESTS, bytes.clone())
-                .timeout(attempt)
-                .await
-            {
-                Ok(reply) => match wire::decode::<KvReply>(reply.payload()) {
-                    Ok(KvReply::Failed(Failure::NoLeader(why))) => MapError::NoLeader(why),
-                    Ok(KvReply::Failed(f)) => return Err(failure(f, write, started.elapsed())),
-                    Ok(reply) => return Ok(reply),
-                    Err(e) => return Err(MapError::Protocol(e)),
-                },
-                Err(Error::NoResponders { .. }) => MapError::NoGroup,
-                Err(Error::Timeout(_)) if write => {
-                    return Err(MapError::Indeterminate {
-                        waited: started.elapsed(),
-                    })
+            let retry_why = if left.is_zero() {
+                MapError::Timeout(self.timeout)
+            } else {
+                match self
+                    .node
+                    .request(wire::REQUESTS, bytes.clone())
+                    .timeout(left.min(ATTEMPT))
+                    .await
+                {
+                    Ok(reply) => match wire::decode::<KvReply>(reply.payload()) {
+                        Ok(KvReply::Failed(Failure::NoLeader(why))) => MapError::NoLeader(why),
+                        Ok(KvReply::Failed(Failure::Internal(why))) if write => {
+                            unanswered = true;
+                            MapError::Group(why)
+                        }
+                        Ok(KvReply::Failed(f)) => return Err(failure(f)),
+                        Ok(reply) => return Ok(reply),
+                        Err(e) => return Err(MapError::Protocol(e)),
+                    },
+                    Err(Error::NoResponders { .. }) => MapError::NoGroup,
+                    Err(Error::Timeout(_)) => {
+                        unanswered |= write;
+                        MapError::Timeout(self.timeout)
+                    }
+                    Err(e) => return Err(MapError::Node(e)),
                 }
-                Err(Error::Timeout(_)) => MapError::Timeout(self.timeout),
-                Err(e) => return Err(MapError::Node(e)),
             };
             if Instant::now() + pause >= deadline {
-                return Err(retry_why);
+                return Err(if unanswered {
+                    MapError::Indeterminate {
+                        waited: started.elapsed(),
+                    }
+                } else {
+                    retry_why
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
@@ -169,7 +189,7 @@ impl GroupClient {
     }
 }
 
-fn failure(f: Failure, write: bool, waited: Duration) -> MapError {
+fn failure(f: Failure) -> MapError {
     match f {
         Failure::UnknownMap(map) => MapError::UnknownMap { map },
         Failure::Invalid(reason) => MapError::Invalid(reason),
@@ -178,7 +198,6 @@ fn failure(f: Failure, write: bool, waited: Duration) -> MapError {
         Failure::Malformed(why) => {
             MapError::Protocol(format!("the member could not decode our request: {why}"))
         }
-        Failure::Internal(_) if write => MapError::Indeterminate { waited },
         Failure::Internal(why) => MapError::Group(why),
     }
 }

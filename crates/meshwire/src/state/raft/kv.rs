@@ -15,6 +15,29 @@ use super::types::{Change, Command, CommandResult, Member, RaftNodeId, TypeConfi
 /// Every map: name → key → (value, version).
 pub(super) type Maps = BTreeMap<String, BTreeMap<String, (Vec<u8>, u64)>>;
 
+/// How many answered requests are remembered for deduplication
+/// ([`Command::Once`]). A client re-proposes within its timeout (seconds),
+/// so this covers far more than any retry can lag; eviction is by log
+/// order, the same on every member.
+const REMEMBERED_REQUESTS: usize = 100_000;
+
+/// What a snapshot holds: the maps and the remembered requests (so a
+/// member restored from a snapshot still answers a retry rather than
+/// applying it twice).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Snapshotted {
+    pub(super) maps: Maps,
+    /// (request id, log index applied at, what it answered), in log order.
+    pub(super) requests: Vec<(u128, u64, CommandResult)>,
+}
+
+/// [`Snapshotted`] borrowed from the live state (encodes identically).
+#[derive(serde::Serialize)]
+pub(super) struct SnapshottedRef<'a> {
+    maps: &'a Maps,
+    requests: Vec<(u128, u64, &'a CommandResult)>,
+}
+
 /// How much change history to keep.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct HistoryLimits {
@@ -35,6 +58,9 @@ pub(super) struct KvState {
     history_floor: u64,
     history_bytes: usize,
     limits: HistoryLimits,
+    /// Answered `Once` requests by id, and their ids in log order.
+    requests: BTreeMap<u128, (u64, CommandResult)>,
+    request_order: VecDeque<u128>,
 }
 
 impl KvState {
@@ -48,6 +74,8 @@ impl KvState {
             history_floor: 0,
             history_bytes: 0,
             limits,
+            requests: BTreeMap::new(),
+            request_order: VecDeque::new(),
         };
         state.maps.insert(DEFAULT_MAP.to_owned(), BTreeMap::new());
         state
@@ -57,12 +85,19 @@ impl KvState {
     /// the snapshot is unknown, so history restarts at its index.
     pub(super) fn restore(
         &mut self,
-        mut maps: Maps,
+        snapshotted: Snapshotted,
         last_applied: Option<LogId<RaftNodeId>>,
         membership: StoredMembership<RaftNodeId, Member>,
     ) {
+        let Snapshotted { mut maps, requests } = snapshotted;
         maps.entry(DEFAULT_MAP.to_owned()).or_default();
         self.maps = maps;
+        self.requests.clear();
+        self.request_order.clear();
+        for (id, index, result) in requests {
+            self.requests.insert(id, (index, result));
+            self.request_order.push_back(id);
+        }
         self.last_applied = last_applied;
         self.membership = membership;
         self.history.clear();
@@ -92,6 +127,20 @@ impl KvState {
             };
         }
         match command {
+            Command::Once { id, command } => {
+                if let Some((_, answered)) = self.requests.get(&id) {
+                    return answered.clone();
+                }
+                let result = self.apply_command(*command, version);
+                self.requests.insert(id, (version, result.clone()));
+                self.request_order.push_back(id);
+                while self.request_order.len() > REMEMBERED_REQUESTS {
+                    if let Some(old) = self.request_order.pop_front() {
+                        self.requests.remove(&old);
+                    }
+                }
+                result
+            }
             Command::CreateMap { map } => {
                 let existed = self.maps.contains_key(&map);
                 self.maps.entry(map).or_default();
@@ -173,6 +222,18 @@ impl KvState {
 
     fn applied_index(&self) -> u64 {
         applied_index(self.last_applied)
+    }
+
+    /// What a snapshot of this state holds, borrowed.
+    pub(super) fn snapshotted(&self) -> SnapshottedRef<'_> {
+        SnapshottedRef {
+            maps: &self.maps,
+            requests: self
+                .request_order
+                .iter()
+                .filter_map(|id| self.requests.get(id).map(|(i, r)| (*id, *i, r)))
+                .collect(),
+        }
     }
 }
 

@@ -21,13 +21,14 @@ use openraft::SnapshotMeta;
 
 use super::disk::{create_dir_durably, decode_file, encode_file, replace_file, sync_dir};
 use super::error::{Corruption, StoreError};
-use super::kv::{applied_index, Maps};
+use super::kv::{applied_index, Snapshotted, SnapshottedRef};
 use super::types::{Member, RaftNodeId};
 
 /// Format tag of a snapshot file.
 const FILE_MAGIC: &[u8; 8] = b"MWRSNAP1";
 /// Format tag of snapshot data (what followers receive).
-const DATA_MAGIC: &[u8; 8] = b"MWRDATA1";
+// Version 2: the remembered requests joined the maps.
+const DATA_MAGIC: &[u8; 8] = b"MWRDATA2";
 /// The frame format holds at most 4 GiB; a state that large would not fit
 /// a member's memory twice over anyway.
 const MAX_SNAPSHOT_LEN: u32 = u32::MAX;
@@ -51,14 +52,14 @@ struct SnapshotFileRef<'a> {
 }
 
 /// Encodes the maps as snapshot data.
-pub(super) fn encode_data(maps: &Maps) -> io::Result<Vec<u8>> {
-    let payload = postcard::to_allocvec(maps).map_err(io::Error::other)?;
+pub(super) fn encode_data(state: &SnapshottedRef<'_>) -> io::Result<Vec<u8>> {
+    let payload = postcard::to_allocvec(state).map_err(io::Error::other)?;
     check_len(payload.len())?;
     Ok(encode_file(DATA_MAGIC, &payload))
 }
 
 /// Decodes snapshot data, checking its checksum.
-pub(super) fn decode_data(data: &[u8]) -> Result<Maps, Corruption> {
+pub(super) fn decode_data(data: &[u8]) -> Result<Snapshotted, Corruption> {
     let payload = decode_file(DATA_MAGIC, data, MAX_SNAPSHOT_LEN).map_err(|(_, kind)| kind)?;
     postcard::from_bytes(payload).map_err(|e| Corruption::Undecodable(e.to_string()))
 }
@@ -93,7 +94,7 @@ impl SnapshotStore {
     /// and returns the newest snapshot with its maps.
     pub(super) fn open_blocking(
         dir: &Path,
-    ) -> Result<(SnapshotStore, Option<(Loaded, Maps)>), StoreError> {
+    ) -> Result<(SnapshotStore, Option<(Loaded, Snapshotted)>), StoreError> {
         let dir = dir.join("snapshots");
         create_dir_durably(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let mut snapshots = Vec::new();

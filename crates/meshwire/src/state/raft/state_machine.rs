@@ -89,7 +89,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     last_membership: state.membership.clone(),
                     snapshot_id: snapshot_id(state.last_applied),
                 };
-                (meta, encode_data(&state.maps)?)
+                (meta, encode_data(&state.snapshotted())?)
             };
             if !snapshots.save_blocking(&meta, &data)? {
                 tracing::debug!(snapshot = %meta, "built snapshot is older than the current one; not kept");

@@ -50,8 +50,10 @@ pub const DEFAULT_MAP: &str = "default";
 pub const MAX_MAP_NAME_LEN: usize = 128;
 /// The longest key, in bytes of UTF-8.
 pub const MAX_KEY_LEN: usize = 1024;
-/// The largest value, in bytes.
-pub const MAX_VALUE_LEN: usize = 1 << 20;
+/// The largest value, in bytes: 256 KiB, so that a write, its Raft entry
+/// and its forwarding all fit one mesh message (1 MiB by default) with
+/// room to spare.
+pub const MAX_VALUE_LEN: usize = 256 * 1024;
 
 /// A write to the replicated maps, proposed through Raft. Every command is
 /// applied on every member in log order; applying is deterministic, so all
@@ -91,6 +93,15 @@ pub enum Command {
         /// The new value.
         value: Vec<u8>,
     },
+    /// `command`, applied at most once per `id`: a client that did not
+    /// hear back may propose the same request again, and a second copy
+    /// answers what the first did instead of writing again (Raft §8).
+    Once {
+        /// Unique per request (random 128 bits chosen by the client).
+        id: u128,
+        /// What to apply; never itself a `Once`.
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -101,6 +112,7 @@ impl Command {
             | Command::Put { map, .. }
             | Command::Delete { map, .. }
             | Command::Cas { map, .. } => map,
+            Command::Once { command, .. } => command.map(),
         }
     }
 
@@ -111,6 +123,10 @@ impl Command {
         validate_map_name(self.map())?;
         match self {
             Command::CreateMap { .. } => Ok(()),
+            Command::Once { command, .. } => match **command {
+                Command::Once { .. } => Err(InvalidInput::NestedOnce),
+                ref inner => inner.validate(),
+            },
             Command::Delete { key, .. } => validate_key(key),
             Command::Put { key, value, .. } | Command::Cas { key, value, .. } => {
                 validate_key(key)?;
@@ -203,6 +219,9 @@ pub enum InvalidInput {
         /// The value's length in bytes.
         len: usize,
     },
+    /// A `Once` wrapping another `Once`.
+    #[error("a request id wraps another request id")]
+    NestedOnce,
 }
 
 /// Checks a map name: 1 to [`MAX_MAP_NAME_LEN`] characters of

@@ -373,7 +373,14 @@ fn restoring_a_snapshot_restarts_history_at_its_index() -> Result<(), ReadError>
         .or_default()
         .insert("k".into(), (b"v".to_vec(), 40));
     let log_id = LogId::new(CommittedLeaderId::new(3, 2), 42);
-    crate::state::raft::write_lock(&kv.state).restore(maps, Some(log_id), Default::default());
+    crate::state::raft::write_lock(&kv.state).restore(
+        super::Snapshotted {
+            maps,
+            ..Default::default()
+        },
+        Some(log_id),
+        Default::default(),
+    );
     assert_eq!(
         kv.reader.maps(),
         vec!["default".to_owned(), "restored".to_owned()],
@@ -389,5 +396,55 @@ fn restoring_a_snapshot_restarts_history_at_its_index() -> Result<(), ReadError>
         })
     );
     assert_eq!(kv.reader.changes_after("default", "", 42, 10)?, vec![]);
+    Ok(())
+}
+
+#[test]
+fn a_request_applied_twice_answers_the_first_result_and_writes_once() -> Result<(), ReadError> {
+    let mut kv = Harness::new(ROOMY);
+    let cas = |value: &[u8]| Command::Once {
+        id: 7,
+        command: Box::new(Command::Cas {
+            map: "default".into(),
+            key: "k".into(),
+            expected: 0,
+            value: value.to_vec(),
+        }),
+    };
+    let first = kv.apply(cas(b"a"));
+    assert_eq!(first, CommandResult::Written { version: 1 });
+    // The retry of the same request (the client never heard back): same
+    // answer, nothing written, although the cas would now fail.
+    assert_eq!(kv.apply(cas(b"a")), first);
+    assert_eq!(kv.reader.get("default", "k")?, Some((b"a".to_vec(), 1)));
+    // Another request with the same expectations does fail.
+    let other = Command::Once {
+        id: 8,
+        command: Box::new(Command::Cas {
+            map: "default".into(),
+            key: "k".into(),
+            expected: 0,
+            value: b"b".to_vec(),
+        }),
+    };
+    assert_eq!(kv.apply(other), CommandResult::CasFailed { current: 1 });
+    // A snapshot keeps what was answered: a member restored from it still
+    // answers the retry instead of applying it.
+    let bytes = postcard::to_allocvec(&crate::state::raft::read_lock(&kv.state).snapshotted())
+        .map_err(|e| ReadError::UnknownMap(e.to_string()))?;
+    let restored: super::Snapshotted =
+        postcard::from_bytes(&bytes).map_err(|e| ReadError::UnknownMap(e.to_string()))?;
+    assert_eq!(restored.requests.len(), 2);
+    let mut fresh = Harness::new(ROOMY);
+    fresh.next_index = 10;
+    crate::state::raft::write_lock(&fresh.state).restore(restored, None, Default::default());
+    assert_eq!(fresh.apply(cas(b"a")), first);
+    assert_eq!(fresh.reader.get("default", "k")?, Some((b"a".to_vec(), 1)));
+    // Nested request ids are refused.
+    let nested = Command::Once {
+        id: 9,
+        command: Box::new(cas(b"c")),
+    };
+    assert!(matches!(kv.apply(nested), CommandResult::Rejected { .. }));
     Ok(())
 }
