@@ -197,3 +197,109 @@ async fn eventual_maps_converge_through_routers() {
         n.shutdown().await;
     }
 }
+
+/// Two routers, linked only through a proxy the test cuts: both sides keep
+/// writing an eventual map during the partition (concurrent writes to one
+/// key included), and once it heals every replica holds the same entries,
+/// the later stamp winning the contested key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_maps_converge_after_a_partition_heals() {
+    use meshwire::testkit::CutProxy;
+    // Each router is reachable by the other only through its proxy.
+    let (pa, pb) = (
+        CutProxy::bind().await.unwrap(),
+        CutProxy::bind().await.unwrap(),
+    );
+    let ra = support::builder()
+        .listen("127.0.0.1:0")
+        .advertise(pa.addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    pa.set_target(ra.listen_addr().unwrap());
+    let rb = support::builder()
+        .listen("127.0.0.1:0")
+        .advertise(pb.addr().to_string())
+        .peer(pa.addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    pb.set_target(rb.listen_addr().unwrap());
+    let ca = support::builder()
+        .connect(ra.listen_addr().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let cb = support::builder()
+        .connect(rb.listen_addr().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let ma: SharedMap<String, String> =
+        ca.shared_map("prefs", Consistency::Eventual).await.unwrap();
+    let mb: SharedMap<String, String> =
+        cb.shared_map("prefs", Consistency::Eventual).await.unwrap();
+    ma.put(&"before".into(), &"both see it".into())
+        .await
+        .unwrap();
+    converge(&ma, &mb, "before the partition").await;
+
+    pa.partition();
+    pb.partition();
+    for i in 0..20 {
+        ma.put(&format!("a/{i}"), &"from a".into()).await.unwrap();
+        mb.put(&format!("b/{i}"), &"from b".into()).await.unwrap();
+    }
+    ma.put(&"contested".into(), &"a".into()).await.unwrap();
+    let last = mb.put(&"contested".into(), &"b".into()).await.unwrap();
+    mb.delete(&"before".into()).await.unwrap();
+    assert!(
+        ma.get(&"b/0".into()).await.unwrap().is_none(),
+        "the partition holds"
+    );
+
+    pa.heal();
+    pb.heal();
+    converge(&ma, &mb, "after the partition healed").await;
+    let contested = ma.get(&"contested".into()).await.unwrap().unwrap();
+    assert_eq!(
+        (contested.value.as_str(), contested.version),
+        ("b", last),
+        "the later stamp wins"
+    );
+    assert!(
+        ma.get(&"before".into()).await.unwrap().is_none(),
+        "the delete reached A"
+    );
+    assert_eq!(ma.snapshot("").await.unwrap().len(), 41);
+    for n in [ca, cb, rb, ra] {
+        n.shutdown().await;
+    }
+}
+
+/// Waits (bounded) until two replicas list the same entries.
+async fn converge(a: &SharedMap<String, String>, b: &SharedMap<String, String>, when: &str) {
+    let listing = |m: &SharedMap<String, String>| {
+        let m = m.clone();
+        async move {
+            m.snapshot("")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, v.value, v.version))
+                .collect::<Vec<_>>()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (la, lb) = (listing(a).await, listing(b).await);
+        if la == lb && !la.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas did not converge {when} within 30 s:\n{la:?}\n{lb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! Three routers in this process on 127.0.0.1 (port 0), each behind a
 //! `CutProxy` so the demo can break their links for real (TCP resets), and
-//! clients attached to them. Each scene says what it shows, then shows it.
+//! clients attached to them. The routers also form a Raft group (logs in a
+//! temporary directory) for the shared-map scene. Each scene says what it
+//! shows, then shows it.
 
 use anyhow::{bail, Context};
 use meshwire::security::{Authority, Identity};
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Run the demo: three routers, five scenes, a few seconds.
+/// Run the demo: three routers, seven scenes, a few seconds.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Messages streamed in the link-failure scene.
@@ -38,6 +40,7 @@ impl Router {
     async fn start(
         name: &'static str,
         ca: &Arc<Authority>,
+        data: &std::path::Path,
         seed: Option<&Router>,
     ) -> anyhow::Result<Self> {
         let proxy = CutProxy::bind().await?;
@@ -45,7 +48,9 @@ impl Router {
             .certified_by(ca)
             .name(name)
             .listen("127.0.0.1:0")
-            .advertise(proxy.addr().to_string());
+            .advertise(proxy.addr().to_string())
+            .data_dir(data.join(name))
+            .raft();
         if let Some(s) = seed {
             b = b.peer(s.proxy.addr().to_string());
         }
@@ -214,6 +219,86 @@ async fn rpc_scene(ra: &Router, rb: &Router, rc: &Router) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Scene 7: shared maps, linearizable on the routers' Raft group, and
+/// eventual.
+async fn shared_map_scene(ra: &Router, rb: &Router, rc: &Router) -> anyhow::Result<()> {
+    use meshwire::state::{Cas, Consistency, SharedMap};
+    say("7. Shared maps");
+    let client = rc.client().await?;
+    wait_for("the Raft group of three routers", || async {
+        client
+            .raft_group()
+            .await
+            .is_ok_and(|g| g.voters.len() == 3 && g.leader.is_some())
+    })
+    .await?;
+    if let Ok(g) = client.raft_group().await {
+        say(&format!(
+            "   The three routers formed a Raft group by themselves (leader {:016x}, term {}).",
+            g.leader.unwrap_or_default(),
+            g.term
+        ));
+    }
+    let jobs: SharedMap<String, String> =
+        client.shared_map("jobs", Consistency::Linearizable).await?;
+    let key = "job/7".to_owned();
+    let v = jobs.put(&key, &"queued".to_owned()).await?;
+    say(&format!(
+        "   A client on C queues job/7 in a linearizable map: version {v}, on disk at a majority."
+    ));
+    let wa = ra.client().await?;
+    let wb = rb.client().await?;
+    let (ma, mb): (SharedMap<String, String>, SharedMap<String, String>) = (
+        wa.existing_map("jobs", Consistency::Linearizable).await?,
+        wb.existing_map("jobs", Consistency::Linearizable).await?,
+    );
+    let (take_a, take_b) = (
+        "taken by a worker on A".to_owned(),
+        "taken by a worker on B".to_owned(),
+    );
+    let (a, b) = tokio::join!(
+        ma.compare_and_swap(&key, v, &take_a),
+        mb.compare_and_swap(&key, v, &take_b)
+    );
+    let (a, b) = (a?, b?);
+    let winners = [&a, &b]
+        .iter()
+        .filter(|c| matches!(c, Cas::Swapped { .. }))
+        .count();
+    say(&format!(
+        "   Workers on A and B race to claim it with compare-and-swap from version {v}:
+     A: {a:?}
+     B: {b:?}"
+    ));
+    if winners != 1 {
+        bail!("{winners} workers won the same compare-and-swap; exactly one must");
+    }
+    let now = jobs.get(&key).await?.context("job/7 vanished")?;
+    say(&format!(
+        "   Read from C: job/7 = {:?} (version {}): exactly one winner.",
+        now.value, now.version
+    ));
+
+    let hits_c: SharedMap<String, u64> = client.shared_map("hits", Consistency::Eventual).await?;
+    let hits_a: SharedMap<String, u64> = wa.shared_map("hits", Consistency::Eventual).await?;
+    hits_c.put(&"page/home".to_owned(), &42).await?;
+    wait_for("the eventual map to converge", || async {
+        hits_a
+            .get(&"page/home".to_owned())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await?;
+    say("   An eventual map written on C (no consensus, works with every other node down)");
+    say("   reaches a client on A by delta gossip: page/home = 42.\n");
+    for n in [client, wa, wb] {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
 /// Scene 6: who is refused, and what they are told.
 async fn security_scene(ra: &Router) -> anyhow::Result<()> {
     say("6. Security: every link above was mutually authenticated TLS 1.3");
@@ -252,9 +337,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     // One authority certifies every node: links are mutually
     // authenticated TLS 1.3, and a key it did not certify is refused.
     let ca = Arc::new(Authority::generate("meshwire demo")?);
-    let ra = Router::start("A", &ca, None).await?;
-    let rb = Router::start("B", &ca, Some(&ra)).await?;
-    let rc = Router::start("C", &ca, Some(&ra)).await?;
+    let data = tempfile::Builder::new()
+        .prefix("meshwire-demo-")
+        .tempdir()
+        .context("cannot make a temporary directory for the demo's Raft logs")?;
+    let ra = Router::start("A", &ca, data.path(), None).await?;
+    let rb = Router::start("B", &ca, data.path(), Some(&ra)).await?;
+    let rc = Router::start("C", &ca, data.path(), Some(&ra)).await?;
     for r in [&ra, &rb, &rc] {
         say(&format!(
             "  router {}  id {}  listening on {} (peers reach it via {})",
@@ -461,6 +550,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 
     rpc_scene(&ra, &rb, &rc).await?;
     security_scene(&ra).await?;
+    shared_map_scene(&ra, &rb, &rc).await?;
 
     for c in [pub_a, sub_c, resp, req_c, sub_a, pub_b] {
         c.shutdown().await;
