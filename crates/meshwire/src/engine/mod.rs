@@ -144,9 +144,12 @@ pub(crate) enum Control {
 pub struct Status {
     /// Peers with a session (up or retained).
     pub peers: Vec<PeerStatus>,
-    /// Subscriptions held by this router for its clients and itself.
+    /// Subscriptions held by this router for its clients and itself, not
+    /// counting those of the shared-state services every router runs
+    /// (subjects under `_KV.`, `_RAFT.` and `_CRDT.`).
     pub local_subscriptions: usize,
-    /// Interest learned from other routers.
+    /// Interest learned from other routers, not counting the shared-state
+    /// services' (as for `local_subscriptions`).
     pub remote_interest: usize,
     /// Credit to publishers is frozen (a consumer is behind).
     pub frozen: bool,
@@ -1007,8 +1010,16 @@ impl Engine {
                     ),
                 })
                 .collect(),
-            local_subscriptions: self.local_subs.len(),
-            remote_interest: self.remote.len(),
+            local_subscriptions: self
+                .local_subs
+                .iter()
+                .filter(|(pattern, ..)| !is_state_service(pattern))
+                .count(),
+            remote_interest: self
+                .remote
+                .iter()
+                .filter(|(pattern, ..)| !is_state_service(pattern))
+                .count(),
             frozen: self.frozen,
             blocked: self.blocked.len(),
             last_link_error: self.last_link_error.clone(),
@@ -1424,4 +1435,14 @@ impl Engine {
         }
         tracing::info!("node stopped");
     }
+}
+
+/// Subjects of the shared-state services (`crate::state`) that every router
+/// subscribes to at start: left out of the counts in [`Status`], which tell
+/// tools and tests about the subscriptions users made.
+fn is_state_service(pattern: &Subject) -> bool {
+    let s = pattern.as_str();
+    ["_KV.", "_RAFT.", "_CRDT."]
+        .iter()
+        .any(|p| s.starts_with(p))
 }
