@@ -107,7 +107,13 @@ pub(crate) fn with_credentials(args: &[&str]) -> Vec<String> {
     let said = args
         .iter()
         .any(|a| matches!(*a, "--key" | "--trust" | "--ca" | "--insecure"));
-    let Some(at) = args.iter().position(|a| SECURED.contains(a)) else {
+    // The subcommand is the first word that is not a flag (`bench kv` is
+    // not `kv`).
+    let Some(at) = args
+        .iter()
+        .position(|a| !a.starts_with('-'))
+        .filter(|&i| SECURED.contains(&args[i]))
+    else {
         return out;
     };
     if said {

@@ -266,12 +266,16 @@ async fn measure(
             progress.tick();
         }
         progress.phase(Phase::Measuring);
+        // Gets read keys the warm-up or the serial puts wrote.
+        let written = warmup.max(ops).min(KEYS);
+        let keys = Keys { written };
         for op in ["put", "get"] {
-            let (lat, elapsed) = serial(&map, op, &value, ops, progress).await?;
+            let (lat, elapsed) = serial(&map, op, &value, ops, keys, progress).await?;
             results.push(result(mode, op, 1, &lat, elapsed));
         }
         for op in ["put", "get"] {
-            let (lat, elapsed) = pipelined(&map, op, &value, seconds, inflight, progress).await?;
+            let (lat, elapsed) =
+                pipelined(&map, op, &value, seconds, inflight, keys, progress).await?;
             results.push(result(mode, op, inflight, &lat, elapsed));
         }
     }
@@ -280,6 +284,23 @@ async fn measure(
 
 fn key(i: u64) -> String {
     format!("k{}", i % KEYS)
+}
+
+/// Which keys the operations use: puts any of [`KEYS`], gets only those
+/// already written.
+#[derive(Clone, Copy)]
+struct Keys {
+    written: u64,
+}
+
+impl Keys {
+    fn for_op(self, op: &str, i: u64) -> u64 {
+        if op == "get" {
+            i % self.written.max(1)
+        } else {
+            i
+        }
+    }
 }
 
 fn result(
@@ -326,13 +347,14 @@ async fn serial(
     op: &str,
     value: &Value,
     ops: u64,
+    keys: Keys,
     progress: &Progress,
 ) -> anyhow::Result<(Latencies, Duration)> {
     let mut lat = Latencies::new()?;
     let start = Instant::now();
     for i in 0..ops {
         let t = Instant::now();
-        one(map, op, i, value).await?;
+        one(map, op, keys.for_op(op, i), value).await?;
         lat.record(t.elapsed());
         progress.tick();
     }
@@ -347,6 +369,7 @@ async fn pipelined(
     value: &Value,
     seconds: Duration,
     inflight: u32,
+    keys: Keys,
     progress: &Arc<Progress>,
 ) -> anyhow::Result<(Latencies, Duration)> {
     let start = Instant::now();
@@ -358,7 +381,7 @@ async fn pipelined(
             let mut i = u64::from(t);
             while start.elapsed() < seconds {
                 let began = Instant::now();
-                one(&map, op, i, &value).await?;
+                one(&map, op, keys.for_op(op, i), &value).await?;
                 lat.record(began.elapsed());
                 progress.tick();
                 i += u64::from(inflight);
