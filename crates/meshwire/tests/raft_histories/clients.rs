@@ -1,5 +1,6 @@
 //! Clients: random operations against the members, made the way
-//! `state/group.rs` makes them, each recorded for the checker.
+//! `state/linearizable.rs` sends them and `state/group.rs` serves them,
+//! each recorded for the checker.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,15 @@ use crate::cluster::{Cluster, Incarnation, MEMBERS};
 /// waits on an isolated leader for a whole partition does nothing else.
 const PATIENCE_MS: std::ops::Range<u64> = 200..1000;
 
+/// The share of answers to writes lost on the way back to the client, as
+/// when the member that answers dies or a link breaks: the write applied,
+/// and the client sends it again.
+const REPLY_LOSS: f64 = 0.03;
+
+/// How long one attempt of a write waits before the write is sent again
+/// (production: 2.5 s of a 5 s call).
+const ATTEMPT: Duration = Duration::from_millis(150);
+
 /// What a scenario does wrong on purpose, to prove the check notices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bug {
@@ -34,6 +44,9 @@ pub(crate) enum Bug {
     /// believes it does (openraft 0.9 leaders do not step down on their
     /// own).
     UnconfirmedLeaderReads,
+    /// Writes are sent again after a lost reply without their request id,
+    /// so a second copy applies again.
+    RetriesWithoutRequestId,
 }
 
 /// How one operation ended, as the client sees it.
@@ -81,8 +94,8 @@ fn command(op: &KvOp) -> Command {
     }
 }
 
-/// A write as `group.rs` makes it: propose on the member the client
-/// reached; on `ForwardToLeader`, once more on the leader.
+/// One attempt of a write, as `group.rs` serves it: propose on the member
+/// the client reached; on `ForwardToLeader`, once more on the leader.
 ///
 /// Why each error class is safe to call "refused":
 /// - `ForwardToLeader` from `client_write` (openraft 0.9) is sent either
@@ -97,14 +110,16 @@ fn command(op: &KvOp) -> Command {
 /// entry may sit in an isolated leader's log, or be committed with its
 /// reply still on the way), and `Fatal` (the member stopped, perhaps after
 /// replicating the entry).
-async fn write(
+async fn write_attempt(
     cluster: &Cluster,
     at: RaftNodeId,
     member: Incarnation,
     op: &KvOp,
+    command: &Command,
     deadline: Instant,
 ) -> Answer {
-    let proposed = tokio::time::timeout_at(deadline, member.raft.client_write(command(op))).await;
+    let proposing = member.raft.client_write(command.clone());
+    let proposed = tokio::time::timeout_at(deadline, proposing).await;
     let to = match proposed {
         Ok(Ok(reply)) => return Answer::Done(write_outcome(op, reply.data)),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => to,
@@ -113,7 +128,7 @@ async fn write(
     let Some(leader) = cluster.forward_target(at, &to) else {
         return Answer::Refused;
     };
-    match tokio::time::timeout_at(deadline, leader.raft.client_write(command(op))).await {
+    match tokio::time::timeout_at(deadline, leader.raft.client_write(command.clone())).await {
         Ok(Ok(reply)) => Answer::Done(write_outcome(op, reply.data)),
         // Leadership moved while forwarding: `group.rs` answers NoLeader
         // and does not forward twice.
@@ -153,7 +168,7 @@ async fn read(
                 None => Answer::Refused,
             };
         }
-        None => {}
+        Some(Bug::RetriesWithoutRequestId) | None => {}
     }
     let confirmed = tokio::time::timeout_at(deadline, member.raft.ensure_linearizable()).await;
     let to = match confirmed {
@@ -180,6 +195,8 @@ pub(crate) struct Tally {
     pub(crate) refused_reads: u64,
     pub(crate) refused_writes: u64,
     pub(crate) unknown_writes: u64,
+    /// Answers to applied writes that the client did not get.
+    pub(crate) lost_replies: u64,
     /// Members holding a snapshot when the scenario ended.
     pub(crate) with_snapshot: u64,
 }
@@ -192,6 +209,7 @@ impl Tally {
         self.refused_reads += other.refused_reads;
         self.refused_writes += other.refused_writes;
         self.unknown_writes += other.unknown_writes;
+        self.lost_replies += other.lost_replies;
         self.with_snapshot += other.with_snapshot;
     }
 }
@@ -252,6 +270,66 @@ impl Client {
         }
     }
 
+    /// The member for the next request: the home half the time, else a
+    /// random one that is up.
+    fn pick(&mut self, cluster: &Cluster) -> Option<(RaftNodeId, Incarnation)> {
+        let up = cluster.up_ids();
+        let at = if self.rng.random_bool(0.5) && up.contains(&self.home) {
+            self.home
+        } else {
+            *up.get(self.rng.random_range(0..up.len().max(1)))?
+        };
+        Some((at, cluster.member(at)?))
+    }
+
+    /// A write as `state/linearizable.rs` makes it: with a request id
+    /// ([`Command::Once`]: the state machine applies it once and answers
+    /// a second copy with the first answer), sent again to a member the
+    /// client picks anew after each attempt that did not answer, until one
+    /// does or the client gives up. It is unknown if some attempt may have
+    /// been applied, refused if none was.
+    async fn write(
+        &mut self,
+        cluster: &Cluster,
+        op: &KvOp,
+        deadline: Instant,
+        bug: Option<Bug>,
+    ) -> Answer {
+        let once = match bug {
+            Some(Bug::RetriesWithoutRequestId) => command(op),
+            _ => Command::Once {
+                id: self.rng.random(),
+                command: Box::new(command(op)),
+            },
+        };
+        let mut unanswered = false;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some((at, member)) = self.pick(cluster) {
+                let attempt = (Instant::now() + ATTEMPT).min(deadline);
+                match write_attempt(cluster, at, member, op, &once, attempt).await {
+                    // Applied, but the answer is lost on the way back.
+                    Answer::Done(_) if self.rng.random_bool(REPLY_LOSS) => {
+                        self.tally.lost_replies += 1;
+                        unanswered = true;
+                    }
+                    Answer::Done(outcome) => return Answer::Done(outcome),
+                    Answer::Unknown => unanswered = true,
+                    Answer::Refused => {}
+                }
+            }
+            if Instant::now() + pause >= deadline {
+                return if unanswered {
+                    Answer::Unknown
+                } else {
+                    Answer::Refused
+                };
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
     fn learn(&mut self, op: &KvOp, outcome: &KvOutcome) {
         let version = match outcome {
             KvOutcome::Got(got) => got.as_ref().map_or(0, |(_, v)| *v),
@@ -273,27 +351,17 @@ impl Client {
         bug: Option<Bug>,
     ) -> Tally {
         while !stop.load(Ordering::SeqCst) {
-            let up = cluster.up_ids();
-            if up.is_empty() {
-                // Never with one crash at a time; a pause rather than a spin.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
-            }
-            let at = if self.rng.random_bool(0.5) && up.contains(&self.home) {
-                self.home
-            } else {
-                up[self.rng.random_range(0..up.len())]
-            };
-            let Some(member) = cluster.member(at) else {
-                continue; // crashed since: choose again
-            };
             let op = self.next_op();
             let deadline = Instant::now() + self.patience;
             let call = recorder.invoke(self.id, op.clone());
             let is_read = matches!(op, KvOp::Get { .. });
             let answer = match &op {
-                KvOp::Get { key } => read(&cluster, at, member, key, deadline, bug).await,
-                _ => write(&cluster, at, member, &op, deadline).await,
+                KvOp::Get { key } => match self.pick(&cluster) {
+                    Some((at, member)) => read(&cluster, at, member, key, deadline, bug).await,
+                    // Never with one crash at a time.
+                    None => Answer::Refused,
+                },
+                _ => self.write(&cluster, &op, deadline, bug).await,
             };
             let refused = matches!(answer, Answer::Refused);
             let tally = &mut self.tally;
