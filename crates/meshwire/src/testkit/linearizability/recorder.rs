@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// real time: an operation that finished before another was invoked has
 /// the lower tick. Call [`Recorder::invoke`] right before the request
 /// leaves the client and [`OpHandle::finish`] right after the answer
-/// arrives; anything in between counts as "maybe in effect".
+/// arrives; anything in between counts as "maybe in effect". An answer
+/// that proves the operation never takes effect (a refused write, a failed
+/// read) ends it with [`OpHandle::refused`] instead.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {
     shared: Arc<Shared>,
@@ -20,7 +22,9 @@ pub struct Recorder {
 #[derive(Debug, Default)]
 struct Shared {
     clock: AtomicU64,
-    operations: Mutex<Vec<Operation>>,
+    /// Every invoked operation in invocation order; `None` once the
+    /// client said it was refused ([`OpHandle::refused`]).
+    operations: Mutex<Vec<Option<Operation>>>,
 }
 
 impl Shared {
@@ -30,7 +34,7 @@ impl Shared {
         self.clock.fetch_add(1, Ordering::SeqCst)
     }
 
-    fn operations(&self) -> MutexGuard<'_, Vec<Operation>> {
+    fn operations(&self) -> MutexGuard<'_, Vec<Option<Operation>>> {
         // A client that panicked mid-push leaves a whole Vec behind: the
         // lock's poison carries no broken invariant.
         self.operations.lock().unwrap_or_else(|e| e.into_inner())
@@ -51,13 +55,13 @@ impl Recorder {
         let invoked = self.shared.tick();
         let mut operations = self.shared.operations();
         let index = operations.len();
-        operations.push(Operation {
+        operations.push(Some(Operation {
             client,
             invoked,
             returned: None,
             op,
             outcome: KvOutcome::Unknown,
-        });
+        }));
         OpHandle {
             shared: Arc::clone(&self.shared),
             index,
@@ -65,13 +69,14 @@ impl Recorder {
     }
 
     /// What has been recorded so far; operations still in flight are
-    /// unknown. Fails if an outcome does not answer its operation (a bug
-    /// in the test).
+    /// unknown, refused ones are left out. Fails if an outcome does not
+    /// answer its operation (a bug in the test).
     pub fn history(&self) -> Result<History, HistoryError> {
-        History::new(self.shared.operations().clone())
+        let operations = self.shared.operations().iter().flatten().cloned().collect();
+        History::new(operations)
     }
 
-    /// How many operations have been invoked.
+    /// How many operations have been invoked (refused ones included).
     pub fn len(&self) -> usize {
         self.shared.operations().len()
     }
@@ -98,9 +103,24 @@ impl OpHandle {
     pub fn finish(self, outcome: KvOutcome) {
         let returned = self.shared.tick();
         let mut operations = self.shared.operations();
-        if let Some(operation) = operations.get_mut(self.index) {
+        if let Some(Some(operation)) = operations.get_mut(self.index) {
             operation.returned = Some(returned);
             operation.outcome = outcome;
+        }
+    }
+
+    /// Leaves the operation out of the history: the system answered that
+    /// it never takes effect (a write refused before it was proposed, or
+    /// whose log entry was overwritten), or a read failed and saw nothing.
+    ///
+    /// Such an operation changes nothing and observed nothing, so leaving
+    /// it out is exact, where an unknown outcome would let the checker
+    /// assume it took effect, and make the search wider. Only use it when
+    /// the answer proves this; when in doubt, finish with
+    /// [`KvOutcome::Unknown`].
+    pub fn refused(self) {
+        if let Some(slot) = self.shared.operations().get_mut(self.index) {
+            *slot = None;
         }
     }
 }
@@ -218,5 +238,23 @@ mod tests {
                 outcome: "put result"
             })
         );
+    }
+
+    #[test]
+    fn a_refused_operation_is_left_out() {
+        let recorder = Recorder::new();
+        recorder
+            .invoke(1, KvOp::put("k", "a"))
+            .finish(KvOutcome::Put(4));
+        let refused = recorder.invoke(2, KvOp::put("k", "b"));
+        recorder
+            .invoke(3, KvOp::get("k"))
+            .finish(KvOutcome::Got(Some((b"a".to_vec(), 4))));
+        refused.refused();
+        assert_eq!(recorder.len(), 3, "a refused operation was still invoked");
+        let history = recorder.history().unwrap();
+        let clients: Vec<_> = history.operations().iter().map(|o| o.client).collect();
+        assert_eq!(clients, [1, 3]);
+        assert_eq!(check(&history, Budget::steps(1_000)), CheckResult::Ok);
     }
 }
