@@ -200,6 +200,10 @@ pub struct Session {
     /// Receptions not yet acknowledged; `ack_deadline` is when we must.
     unacked_recv: u32,
     ack_deadline: Option<Instant>,
+    /// With a zero `ack_delay`: an ack is owed, to ride on the next data
+    /// this turn or to go alone when the driver has nothing else to do
+    /// ([`Session::flush_ack`]).
+    ack_soon: bool,
     /// An ack must go out with the next transmit (credit changed, link up).
     ack_now: bool,
     pongs: Vec<u64>,
@@ -238,6 +242,7 @@ impl Session {
             events: VecDeque::new(),
             unacked_recv: 0,
             ack_deadline: None,
+            ack_soon: false,
             ack_now: false,
             pongs: Vec::new(),
             ping_nonce: 0,
@@ -355,6 +360,7 @@ impl Session {
         self.ack_now = true;
         self.unacked_recv = 0;
         self.ack_deadline = None;
+        self.ack_soon = false;
         self.events.push_back(Event::LinkUp { peer_fresh });
     }
 
@@ -371,6 +377,7 @@ impl Session {
         self.clear_best_effort();
         self.pongs.clear();
         self.ack_deadline = None;
+        self.ack_soon = false;
     }
 
     /// Asks the link to close with `code` after what is queued: the next
@@ -511,13 +518,17 @@ impl Session {
                 }
                 self.stats.delivered += n;
                 self.unacked_recv += 1;
-                // A zero delay means "with the next transmit": the driver
-                // transmits once per batch of input, so this is one
-                // cumulative ack per batch, not one per frame. (Arming a
-                // deadline of `now` instead left a lone ack to the driver's
-                // timer, ~1 ms late, and every awaited publish with it.)
-                if self.unacked_recv >= self.config.ack_every || self.config.ack_delay.is_zero() {
+                // A zero delay means "as soon as the driver is idle": the
+                // ack rides on whatever this turn sends back (an RPC reply),
+                // and goes alone only when nothing else is coming
+                // (`flush_ack`). Arming a deadline of `now` left a lone ack
+                // to the driver's 1 ms timer (every awaited publish waited
+                // for it); acking at once cost a write per request on the
+                // path of a serial call (15.8 -> 23.3 µs p50 on one CPU).
+                if self.unacked_recv >= self.config.ack_every {
                     self.ack_now = true;
+                } else if self.config.ack_delay.is_zero() {
+                    self.ack_soon = true;
                 } else if self.ack_deadline.is_none() {
                     self.ack_deadline = Some(now + self.config.ack_delay);
                 }
@@ -640,6 +651,22 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// True when an ack is owed that should go out once the driver has
+    /// nothing else to do (zero `ack_delay`); see [`Session::flush_ack`].
+    pub fn owes_ack(&self) -> bool {
+        self.up && self.ack_soon
+    }
+
+    /// Sends the owed ack with the next [`Session::poll_transmit`], alone if
+    /// need be: the driver calls this when it is idle, after giving local
+    /// work the chance to produce something the ack could ride on.
+    pub fn flush_ack(&mut self) {
+        if self.ack_soon {
+            self.ack_soon = false;
+            self.ack_now = true;
+        }
+    }
+
     /// True when [`Session::poll_transmit`] would write something now.
     pub fn wants_transmit(&self) -> bool {
         self.up
@@ -672,7 +699,8 @@ impl Session {
         }
         let has_data = !self.best_effort.is_empty() || self.send.iter().any(|s| s.has_sendable());
         let ack_due = self.ack_now || self.ack_deadline.is_some_and(|d| now >= d);
-        if ack_due || ((has_data || frames > 0) && self.ack_deadline.is_some()) {
+        let owed = self.ack_deadline.is_some() || self.ack_soon;
+        if ack_due || ((has_data || frames > 0) && owed) {
             self.encode_ack(buf);
             frames += 1;
         }
@@ -729,6 +757,7 @@ impl Session {
         Frame::Ack(ack).encode(buf);
         self.ack_now = false;
         self.ack_deadline = None;
+        self.ack_soon = false;
         self.unacked_recv = 0;
     }
 }

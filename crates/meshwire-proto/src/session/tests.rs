@@ -191,13 +191,25 @@ fn a_zero_ack_delay_acks_with_the_next_transmit_without_a_timer() {
     }
     feed(&mut b, at(t, 1), transmit(&mut a, at(t, 1)));
     assert_eq!(delivered(&events(&mut b)), on(Lane::Ordered, &[1, 2]));
-    // Nothing to wait for: the driver sees the ack is due and sends it in
-    // the same turn, one cumulative ack for the whole batch.
-    assert!(b.wants_transmit());
+    // No timer: the ack is owed, rides on data if any goes back this
+    // turn, and otherwise goes alone as soon as the driver flushes it.
+    assert!(b.owes_ack());
+    assert!(!b.wants_transmit(), "not alone yet: a reply may carry it");
+    b.send(Lane::Ordered, msg(9));
     let frames = transmit(&mut b, at(t, 1));
+    assert_eq!(acks_of(&frames).len(), 1, "the ack rode on the reply");
+    assert_eq!(acks_of(&frames)[0].lanes[0].recv_next, 3);
+    assert!(!b.owes_ack());
+    // Another batch, nothing sent back: flushed alone.
+    a.send(Lane::Ordered, msg(3));
+    feed(&mut b, at(t, 2), transmit(&mut a, at(t, 2)));
+    assert!(b.owes_ack());
+    b.flush_ack();
+    assert!(b.wants_transmit());
+    let frames = transmit(&mut b, at(t, 2));
     let acks = acks_of(&frames);
     assert_eq!(acks.len(), 1);
-    assert_eq!(acks[0].lanes[0].recv_next, 3);
+    assert_eq!(acks[0].lanes[0].recv_next, 4);
 }
 
 #[test]

@@ -466,6 +466,7 @@ impl Engine {
             // measured: twice the serial RPC latency on one CPU.)
             let deadline = self.next_deadline(next_housekeeping);
             let accept_cmds = self.blocked.is_empty() && !self.frozen_for_local();
+            let owes_acks = self.peers.values().any(|p| p.session.owes_ack());
             tokio::select! {
                 biased;
                 Some(input) = link_rx.recv() => {
@@ -506,6 +507,25 @@ impl Engine {
                     if now >= next_housekeeping {
                         self.housekeeping(now);
                         next_housekeeping = now + tick;
+                    }
+                }
+                // Last, and only after yielding once: acks owed for what
+                // arrived. Tasks of this runtime (an RPC handler, a
+                // responder) run first, so a reply they send back comes in
+                // above and carries the ack; otherwise it goes alone now,
+                // not at the next timer tick.
+                _ = tokio::task::yield_now(), if owes_acks => {
+                    let owed: Vec<u64> = self
+                        .peers
+                        .iter_mut()
+                        .filter(|(_, p)| p.session.owes_ack())
+                        .map(|(&idx, p)| {
+                            p.session.flush_ack();
+                            idx
+                        })
+                        .collect();
+                    for idx in owed {
+                        self.touch(idx);
                     }
                 }
             }
