@@ -228,4 +228,12 @@ fn bad_input_gives_typed_errors_and_writes_nothing() {
     mismatch.assert_code(3);
     let created = kv(&addr, &["cas", "fresh", "0", "1"]);
     created.assert_code(0);
+    // The eventual `default` map exists without being created, and a fresh
+    // `kv` process reads what another wrote (through the router's replica).
+    kv(&addr, &["--eventual", "put", "hits", "7"]).assert_code(0);
+    let got = kv(&addr, &["--eventual", "get", "hits"]);
+    got.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(got.stdout_text().trim()).unwrap();
+    assert_eq!(v["value"], 7, "{v}");
+    kv(&addr, &["--eventual", "--map", "nope", "get", "k"]).assert_code(2);
 }

@@ -178,6 +178,10 @@ impl ReplicaHandle {
         if self.maps().contains_key(name) {
             return Ok(());
         }
+        // `default` always exists, in both modes.
+        if name == crate::state::raft::DEFAULT_MAP {
+            return self.open(name).await;
+        }
         let unknown = || MapError::UnknownMap {
             map: name.to_owned(),
         };
