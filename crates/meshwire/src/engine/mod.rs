@@ -464,9 +464,8 @@ impl Engine {
         loop {
             // A fresh timer per turn. (Keeping one and resetting it was
             // measured: twice the serial RPC latency on one CPU.)
-            let deadline = self.next_deadline(next_housekeeping);
+            let (deadline, owes_acks) = self.next_wake(next_housekeeping);
             let accept_cmds = self.blocked.is_empty() && !self.frozen_for_local();
-            let owes_acks = self.peers.values().any(|p| p.session.owes_ack());
             tokio::select! {
                 biased;
                 Some(input) = link_rx.recv() => {
@@ -539,19 +538,23 @@ impl Engine {
         self.finish();
     }
 
-    fn next_deadline(&self, bound: Instant) -> Instant {
+    /// The next timer (at the latest `bound`), and whether a session owes
+    /// an ack to flush once idle: one pass over the peers per turn.
+    fn next_wake(&self, bound: Instant) -> (Instant, bool) {
         let mut t = bound;
+        let mut owes_acks = false;
         for p in self.peers.values() {
             if let Some(d) = p.session.poll_timeout() {
                 t = t.min(d);
             }
+            owes_acks |= p.session.owes_ack();
         }
         for c in self.conns.values() {
             if let Some(d) = c.deadline() {
                 t = t.min(d);
             }
         }
-        t
+        (t, owes_acks)
     }
 
     fn on_timers(&mut self, now: Instant) {

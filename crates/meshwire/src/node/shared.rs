@@ -1,6 +1,7 @@
 //! The shared-state face of [`Node`]: replicated maps and the Raft group.
 
 use crate::state::eventual::ReplicaHandle;
+use crate::state::map::Backend;
 use crate::state::raft::{self, Command};
 use crate::state::wire::KvRequest;
 use crate::state::{Consistency, GroupClient, GroupInfo, MapError, SharedMap};
@@ -35,29 +36,7 @@ impl Node {
         K: Serialize + DeserializeOwned + Send + 'static,
         V: Serialize + DeserializeOwned + Send + 'static,
     {
-        raft::validate_map_name(name).map_err(|e| MapError::Invalid(e.to_string()))?;
-        match consistency {
-            Consistency::Linearizable => {
-                let client = GroupClient::new(self.clone(), MAP_TIMEOUT);
-                client
-                    .write(Command::CreateMap {
-                        map: name.to_owned(),
-                    })
-                    .await?;
-                Ok(SharedMap::new(
-                    name.to_owned(),
-                    crate::state::map::Backend::Linearizable(client),
-                ))
-            }
-            Consistency::Eventual => {
-                let replicas = self.replicas().await?;
-                replicas.open(name).await?;
-                Ok(SharedMap::new(
-                    name.to_owned(),
-                    crate::state::map::Backend::Eventual(replicas),
-                ))
-            }
-        }
+        self.open_map(name, consistency, true).await
     }
 
     /// Opens an existing map without creating it: operations on a map
@@ -72,24 +51,42 @@ impl Node {
         K: Serialize + DeserializeOwned + Send + 'static,
         V: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.open_map(name, consistency, false).await
+    }
+
+    /// Opens `name`; `create`: make it if nobody has (a Raft write for a
+    /// linearizable map), otherwise operations on it fail with `UnknownMap`.
+    async fn open_map<K, V>(
+        &self,
+        name: &str,
+        consistency: Consistency,
+        create: bool,
+    ) -> Result<SharedMap<K, V>, MapError>
+    where
+        K: Serialize + DeserializeOwned + Send + 'static,
+        V: Serialize + DeserializeOwned + Send + 'static,
+    {
         raft::validate_map_name(name).map_err(|e| MapError::Invalid(e.to_string()))?;
-        match consistency {
-            Consistency::Linearizable => Ok(SharedMap::new(
-                name.to_owned(),
-                crate::state::map::Backend::Linearizable(GroupClient::new(
-                    self.clone(),
-                    MAP_TIMEOUT,
-                )),
-            )),
+        let backend = match consistency {
+            Consistency::Linearizable => {
+                let client = GroupClient::new(self.clone(), MAP_TIMEOUT);
+                if create {
+                    let map = name.to_owned();
+                    client.write(Command::CreateMap { map }).await?;
+                }
+                Backend::Linearizable(client)
+            }
             Consistency::Eventual => {
                 let replicas = self.replicas().await?;
-                replicas.open_existing(name).await?;
-                Ok(SharedMap::new(
-                    name.to_owned(),
-                    crate::state::map::Backend::Eventual(replicas),
-                ))
+                if create {
+                    replicas.open(name).await?;
+                } else {
+                    replicas.open_existing(name).await?;
+                }
+                Backend::Eventual(replicas)
             }
-        }
+        };
+        Ok(SharedMap::new(name.to_owned(), backend))
     }
 
     /// The Raft group as one of its members sees it: members, leader, term.

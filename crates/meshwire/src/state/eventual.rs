@@ -318,16 +318,14 @@ impl ReplicaHandle {
         expected: u64,
         value: Vec<u8>,
     ) -> Result<Cas, MapError> {
-        let outcome = self.with_map(name, |r| {
-            match r.map.cas(&key, expected, Bytes::from(value), wall_ms()) {
-                Ok(update) => {
-                    r.announce(name, [update.change.clone()]);
-                    Ok(Ok(update))
-                }
+        // A mismatch is an answer, not an error: Err(current version).
+        let outcome = self.write(name, |m, now| {
+            match m.cas(&key, expected, Bytes::from(value), now) {
+                Ok(update) => Ok(Ok(update)),
                 Err(crdt::MapError::VersionMismatch { actual, .. }) => Ok(Err(actual)),
-                Err(e) => Err(local_error(e)),
+                Err(e) => Err(e),
             }
-        })??;
+        })?;
         match outcome {
             Ok(update) => {
                 let version = update.change.stamp.version();
@@ -535,6 +533,12 @@ impl WriteOutcome for crdt::Update {
 impl WriteOutcome for Option<crdt::Update> {
     fn change(&self) -> Option<&crdt::Change> {
         self.as_ref().map(|u| &u.change)
+    }
+}
+
+impl WriteOutcome for Result<crdt::Update, u64> {
+    fn change(&self) -> Option<&crdt::Change> {
+        self.as_ref().ok().map(|u| &u.change)
     }
 }
 
