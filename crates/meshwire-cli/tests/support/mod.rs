@@ -150,7 +150,7 @@ pub(crate) struct Keyring {
 
 /// Keys in a [`Keyring`]; a test binary that starts more processes than
 /// this fails with a message saying so.
-const KEYRING_SIZE: usize = 128;
+const KEYRING_SIZE: usize = 512;
 
 impl Keyring {
     /// A key no other process of this binary has been given.
